@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+// SwiftNBD: a TLS-first NBD server, client library and toolkit.
+// Dependency direction (see ../shared/docs/architecture.md §2):
+//   swiftnbd → NBDServer / NBDClient / Migration → NBDProtocol, NBDTLS, BlockDevices ◄ Qcow2
+import PackageDescription
+
+let package = Package(
+    name: "SwiftNBD",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "swiftnbd", targets: ["swiftnbd"]),
+        .library(name: "NBDClient", targets: ["NBDClient"]),
+        .library(name: "NBDServer", targets: ["NBDServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Sans-I/O protocol core: wire types, codecs, negotiation state machines, validator.
+        .target(name: "NBDProtocol"),
+        // Storage that knows nothing of NBD.
+        .target(name: "BlockDevices", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+        .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls", providers: [.apt(["libgnutls28-dev"])]),
+        .target(name: "NBDTLS", dependencies: ["CGnuTLS"]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "Qcow2", dependencies: ["BlockDevices", "CZlib", "CZstd"]),
+        // I/O engines: the only users of sockets and threads.
+        .target(name: "NBDServer", dependencies: [
+            "NBDProtocol", "NBDTLS", "BlockDevices",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "NBDClient", dependencies: ["NBDProtocol", "NBDTLS", "BlockDevices"]),
+        .target(name: "QMP"),
+        .target(name: "Migration", dependencies: [
+            "QMP", "NBDServer", "NBDTLS", "BlockDevices", "Qcow2",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "swiftnbd", dependencies: [
+            "NBDProtocol", "NBDServer", "NBDClient", "NBDTLS", "BlockDevices", "Qcow2", "Migration",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Test-only: libnbd as an in-process reference client.
+        .systemLibrary(name: "CLibNBD", path: "Tests/CLibNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
+        .testTarget(name: "NBDProtocolTests", dependencies: ["NBDProtocol"]),
+        .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices"]),
+        .testTarget(name: "NBDTLSTests", dependencies: ["NBDTLS"]),
+        .testTarget(name: "Qcow2Tests", dependencies: ["Qcow2", "BlockDevices"]),
+        .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS"]),
+        .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS"]),
+        .testTarget(name: "InteropTests", dependencies: [
+            "CLibNBD", "NBDClient", "NBDProtocol", "BlockDevices", "Qcow2", "QMP",
+        ]),
+    ],
+    swiftLanguageModes: [.v5]
+)

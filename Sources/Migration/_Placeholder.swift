@@ -1,0 +1,1 @@
+// Migration module: placeholder until its first real file lands.

@@ -1,0 +1,1 @@
+// NBDClient module: placeholder until its first real file lands.

@@ -1,0 +1,1 @@
+// NBDProtocol module: placeholder until its first real file lands.

@@ -1,0 +1,1 @@
+// NBDServer module: placeholder until its first real file lands.

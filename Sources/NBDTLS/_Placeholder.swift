@@ -1,0 +1,1 @@
+// NBDTLS module: placeholder until its first real file lands.

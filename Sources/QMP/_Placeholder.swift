@@ -1,0 +1,1 @@
+// QMP module: placeholder until its first real file lands.

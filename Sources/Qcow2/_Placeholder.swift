@@ -1,0 +1,1 @@
+// Qcow2 module: placeholder until its first real file lands.

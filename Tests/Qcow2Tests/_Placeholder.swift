@@ -1,0 +1,1 @@
+// Qcow2Tests: placeholder.
