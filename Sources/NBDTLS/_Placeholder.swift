@@ -1,1 +1,0 @@
-// NBDTLS module: placeholder until its first real file lands.

@@ -1,0 +1,92 @@
+import Foundation
+
+struct RunResult: CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var succeeded: Bool { status == 0 }
+    var description: String { "exit \(status)\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
+}
+
+struct RunTimeout: Error, CustomStringConvertible {
+    var command: [String]
+    var seconds: Double
+    var description: String { "timed out after \(seconds)s: \(command.joined(separator: " "))" }
+}
+
+/// Runs a command to completion with a time limit; output is captured through files so a
+/// chatty peer can never block on a full pipe.
+@discardableResult
+func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil,
+         timeout: Double = 120) throws -> RunResult {
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: scratch) }
+    let outURL = scratch.appendingPathComponent("out"), errURL = scratch.appendingPathComponent("err")
+    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env.merge(environment) { _, new in new }
+    process.environment = env
+    process.standardOutput = try FileHandle(forWritingTo: outURL)
+    process.standardError = try FileHandle(forWritingTo: errURL)
+    if let stdin {
+        let inURL = scratch.appendingPathComponent("in")
+        try stdin.write(to: inURL)
+        process.standardInput = try FileHandle(forReadingFrom: inURL)
+    } else {
+        process.standardInput = FileHandle.nullDevice
+    }
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        throw RunTimeout(command: arguments, seconds: timeout)
+    }
+    let out = String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self)
+    let err = String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
+    return RunResult(status: process.terminationStatus, stdout: out, stderr: err)
+}
+
+/// A fresh directory removed when the value is released.
+final class TempDir: @unchecked Sendable {
+    let path: String
+    init(_ label: String = "swiftnbd-test") {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))").path
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func file(_ name: String) -> String { "\(path)/\(name)" }
+}
+
+/// Writes a file of `size` bytes filled from a seeded generator (deterministic, incompressible).
+func makePatternFile(_ path: String, size: Int, seed: UInt64 = 1) throws {
+    var state = seed &* 0x9E3779B97F4A7C15 | 1
+    var data = Data(count: size)
+    data.withUnsafeMutableBytes { raw in
+        let words = raw.bindMemory(to: UInt64.self)
+        for i in 0..<words.count {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            words[i] = state
+        }
+    }
+    try data.write(to: URL(fileURLWithPath: path))
+}
+
+/// Creates a sparse file of `size` bytes (all holes).
+func makeSparseFile(_ path: String, size: UInt64) throws {
+    FileManager.default.createFile(atPath: path, contents: nil)
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try handle.truncate(atOffset: size)
+    try handle.close()
+}
+
+func filesEqual(_ a: String, _ b: String) -> Bool {
+    FileManager.default.contentsEqual(atPath: a, andPath: b)
+}
