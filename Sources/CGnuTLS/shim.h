@@ -46,8 +46,9 @@ static inline unsigned int swiftnbd_gnutls_curve_to_bits(gnutls_ecc_curve_t curv
     return GNUTLS_CURVE_TO_BITS(curve);
 }
 
-/* The role flags are both enum cases and #defines; plain ints avoid the ambiguity. */
-static inline unsigned int swiftnbd_gnutls_server_flag(void) { return GNUTLS_SERVER; }
-static inline unsigned int swiftnbd_gnutls_client_flag(void) { return GNUTLS_CLIENT; }
+/* The role flags are both enum cases and #defines; plain ints avoid the ambiguity.
+   GNUTLS_NO_SIGNAL: a peer that vanishes mid-send must not raise SIGPIPE (CVE-2017-10664). */
+static inline unsigned int swiftnbd_gnutls_server_flags(void) { return GNUTLS_SERVER | GNUTLS_NO_SIGNAL; }
+static inline unsigned int swiftnbd_gnutls_client_flags(void) { return GNUTLS_CLIENT | GNUTLS_NO_SIGNAL; }
 
 #endif

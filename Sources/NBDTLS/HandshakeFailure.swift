@@ -9,6 +9,12 @@ enum HandshakeFailure {
         if role == .server, let unknown = context.unknownPSKIdentity {
             return TLSError(.psk, "unknown PSK identity '\(unknown)'", gnutlsCode: rc)
         }
+        // TLS 1.3 reports a wrong PSK as a bad binder (illegal parameter), TLS 1.2 as a
+        // Finished message that does not decrypt.
+        if usesPSK && [GNUTLS_E_DECRYPTION_FAILED, GNUTLS_E_MAC_VERIFY_FAILED, GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER].contains(rc) {
+            let who = role == .server ? (context.offeredPSKIdentity ?? "?") : (pskUsername ?? "?")
+            return TLSError(.psk, "the PSK key for identity '\(who)' does not match the \(peer)'s key", gnutlsCode: rc)
+        }
         switch rc {
         case GNUTLS_E_TIMEDOUT:
             return TLSError(.timedOut, "the TLS handshake did not finish within \(formatSeconds(timeout))", gnutlsCode: rc)
@@ -38,12 +44,6 @@ enum HandshakeFailure {
                 return TLSError(.rejectedByPeer, "the client rejected the server certificate (TLS alert: \(name))", gnutlsCode: rc)
             }
             return TLSError(.rejectedByPeer, "the \(peer) aborted the TLS handshake (TLS alert: \(name))", gnutlsCode: rc)
-        case GNUTLS_E_DECRYPTION_FAILED, GNUTLS_E_MAC_VERIFY_FAILED:
-            if usesPSK {
-                let who = role == .server ? (context.offeredPSKIdentity ?? "?") : (pskUsername ?? "?")
-                return TLSError(.psk, "the PSK key for identity '\(who)' does not match the \(peer)'s key", gnutlsCode: rc)
-            }
-            return TLSError(.handshake, "TLS handshake failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
         case GNUTLS_E_PREMATURE_TERMINATION, GNUTLS_E_PULL_ERROR, GNUTLS_E_PUSH_ERROR:
             return TLSError(.handshake, "the \(peer) closed the connection during the TLS handshake", gnutlsCode: rc)
         case GNUTLS_E_UNEXPECTED_PACKET_LENGTH, GNUTLS_E_UNSUPPORTED_VERSION_PACKET, GNUTLS_E_UNEXPECTED_PACKET, GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET:

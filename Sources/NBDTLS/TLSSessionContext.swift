@@ -18,7 +18,7 @@ final class GnuTLSSessionHandle: @unchecked Sendable {
 
     init(server: Bool) throws {
         var session: gnutls_session_t?
-        let flags = server ? swiftnbd_gnutls_server_flag() : swiftnbd_gnutls_client_flag()
+        let flags = server ? swiftnbd_gnutls_server_flags() : swiftnbd_gnutls_client_flags()
         try gnutlsCheck(gnutls_init(&session, flags), .handshake, "cannot create a TLS session")
         raw = session!
     }
