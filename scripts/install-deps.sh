@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what SwiftNBD needs on Debian 12: the C libraries it links (GnuTLS, zlib, zstd)
+# and, with --peers, the real NBD peers the interop tests and benchmarks drive.
+# Installs only what is missing, so a second run costs nothing.
+set -euo pipefail
+
+build_pkgs=(pkg-config libgnutls28-dev zlib1g-dev libzstd-dev)
+client_pkgs=(qemu-utils libnbd-bin)
+peer_pkgs=("${client_pkgs[@]}" qemu-system-x86 nbdkit libnbd-dev python3-libnbd gnutls-bin fio)
+
+want=("${build_pkgs[@]}")
+case "${1:-}" in
+    --peers) want+=("${peer_pkgs[@]}") ;;    # everything the test suite and benchmarks drive
+    --clients) want+=("${client_pkgs[@]}") ;; # qemu-img and nbdinfo, to try the demo
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+echo "Installing: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
