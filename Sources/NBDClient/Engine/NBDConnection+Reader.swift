@@ -195,9 +195,8 @@ extension NBDConnection {
             throw ReplyViolation("OFFSET_HOLE chunk in reply to \(request.command)")
         }
         guard length == 12 else { throw ReplyViolation("OFFSET_HOLE chunk of \(length) bytes (must be 12)") }
-        var reader = ByteReader(try stream.readExactly(count: 12))
-        let start = try reader.readU64()
-        let size = try reader.readU32()
+        let hole = try OffsetHoleChunkPayload(decoding: try stream.readExactly(count: OffsetHoleChunkPayload.wireSize))
+        let (start, size) = (hole.offset, hole.holeSize)
         let range = try claim(request, start: start, count: UInt64(size), what: "OFFSET_HOLE")
         UnsafeMutableRawBufferPointer(rebasing: destination[Int(range.lowerBound)..<Int(range.upperBound)]).initializeMemory(as: UInt8.self, repeating: 0)
     }
@@ -214,25 +213,14 @@ extension NBDConnection {
         guard length >= fixed + entry, (length - fixed) % entry == 0 else {
             throw ReplyViolation("\(type) chunk of \(length) bytes is not \(fixed) + \(entry)·n with n ≥ 1")
         }
-        var reader = ByteReader(try stream.readExactly(count: Int(length)))
-        let context = try reader.readU32()
-        let count = (length - fixed) / entry
-        if extended {
-            let declared = try reader.readU32()
-            guard UInt64(declared) == count else { throw ReplyViolation("BLOCK_STATUS_EXT declares \(declared) extents but carries \(count)") }
-        }
+        let payload = try BlockStatusChunkPayload(decoding: try stream.readExactly(count: Int(length)),
+                                                  form: extended ? .extended : .compact)
+        let context = payload.contextID
         guard export.metaContexts.contains(where: { $0.id == context }) else {
             throw ReplyViolation("status chunk for context \(context), which was never negotiated")
         }
         guard request.statuses[context] == nil else { throw ReplyViolation("two status chunks for context \(context)") }
-        var extents: [BlockStatusExtent] = []
-        extents.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            let extentLength = extended ? try reader.readU64() : UInt64(try reader.readU32())
-            let flags = extended ? try reader.readU64() : UInt64(try reader.readU32())
-            guard extentLength > 0 else { throw ReplyViolation("status extent of zero length") }
-            extents.append(BlockStatusExtent(length: extentLength, flags: flags))
-        }
+        let extents = payload.extents
         request.statuses[context] = extents
     }
 
@@ -240,21 +228,13 @@ extension NBDConnection {
         guard length >= 6, length <= Self.maximumErrorChunk else {
             throw ReplyViolation("\(type) chunk of \(length) bytes")
         }
-        var reader = ByteReader(try stream.readExactly(count: Int(length)))
-        let value = NBDErrno(rawValue: try reader.readU32())
-        let messageLength = try reader.readU16()
-        guard value != .success else { throw ReplyViolation("error chunk with error value 0") }
-        guard Int(messageLength) <= reader.remaining else {
-            throw ReplyViolation("error chunk message of \(messageLength) bytes in a \(length)-byte chunk")
-        }
-        let message = NBDString.lenientMessage(try reader.readBytes(count: Int(messageLength)))
-        if type == .errorOffset {
-            guard reader.remaining == 8 else { throw ReplyViolation("ERROR_OFFSET chunk has \(reader.remaining) bytes after its message, not 8") }
-            let offset = try reader.readU64()
+        let chunk = try ErrorChunkPayload(decoding: try stream.readExactly(count: Int(length)), type: type)
+        if let offset = chunk.offset {
             guard offset >= request.offset, offset - request.offset < max(request.length, 1) else {
                 throw ReplyViolation("ERROR_OFFSET \(offset) lies outside the request")
             }
         }
+        let (value, message) = (chunk.error, chunk.message)
         if request.serverError == nil {
             // Unknown error types count as a failed request with the given errno (EINVAL if unknown).
             request.serverError = (value, message.isEmpty ? nil : message)
