@@ -8,7 +8,7 @@ import Glibc
 /// `TLSClientConfiguration` or an `nbds://` URI), then one handshake per connection right
 /// after the server's STARTTLS ACK. Failures come out as `NBDClientError(.tls)` whose
 /// message says why ("server certificate is not trusted: signed by an unknown CA").
-public final class GnuTLSClientTLSProvider: @unchecked Sendable {
+public final class GnuTLSClientTLSProvider: ClientTLSProvider, @unchecked Sendable {
     public let context: TLSClientContext
 
     public init(_ configuration: TLSClientConfiguration) throws {
