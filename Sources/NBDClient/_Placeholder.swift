@@ -1,1 +1,0 @@
-// NBDClient module: placeholder until its first real file lands.

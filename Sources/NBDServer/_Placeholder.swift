@@ -1,1 +1,0 @@
-// NBDServer module: placeholder until its first real file lands.

@@ -1,1 +1,0 @@
-// QMP module: placeholder until its first real file lands.

@@ -1,0 +1,100 @@
+import Foundation
+import QMP
+
+/// One qemu-system-x86_64 process for the migration tests: the cheap boot-sector VM of
+/// block-migration.md §7 (SeaBIOS, one virtio-blk disk, debugcon on 0x402, QMP on a Unix
+/// socket). Stopped by PID when released.
+final class MigrationVM: @unchecked Sendable {
+    let name: String
+    let process: ServerProcess
+    let qmp: QMPClient
+    let debugconPath: String
+    let qmpPath: String
+
+    /// `-accel kvm -cpu qemu64,-pni` when /dev/kvm can be opened, else TCG with `qemu64`. Both
+    /// VMs of a migration must use the same. `SWIFTNBD_MIGRATION_ACCEL=tcg` forces TCG.
+    static let accelerator: [String] = {
+        if ProcessInfo.processInfo.environment["SWIFTNBD_MIGRATION_ACCEL"] != "tcg" {
+            let fd = open("/dev/kvm", O_RDWR)
+            if fd >= 0 {
+                close(fd)
+                return ["-accel", "kvm", "-cpu", "qemu64,-pni"]
+            }
+        }
+        return ["-accel", "tcg", "-cpu", "qemu64"]
+    }()
+
+    /// - Parameters:
+    ///   - disk: a raw image opened as node `vda-storage`/`vda-format`; nil for a disk-less VM.
+    ///   - tls: the x509 directory and this VM's endpoint for object `tls0`, or nil.
+    ///   - incoming: start paused with `-S -incoming defer` (the destination).
+    init(name: String, in dir: TempDir, disk: String?, tls: (dir: String, endpoint: String)?,
+         incoming: Bool, paused: Bool = false, machine: String = "pc") throws {
+        self.name = name
+        qmpPath = dir.file("\(name).qmp")
+        debugconPath = dir.file("\(name)-debugcon.log")
+        var args = ["qemu-system-x86_64", "-name", name, "-machine", machine] + MigrationVM.accelerator + [
+            "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
+            "-qmp", "unix:\(qmpPath),server=on,wait=off",
+        ]
+        if let tls {
+            args += ["-object", "tls-creds-x509,id=tls0,dir=\(tls.dir),endpoint=\(tls.endpoint)"
+                     + (tls.endpoint == "server" ? ",verify-peer=on" : "")]
+        }
+        if let disk {
+            args += [
+                "-blockdev", "driver=file,filename=\(disk),node-name=vda-storage,cache.direct=off",
+                "-blockdev", "driver=raw,file=vda-storage,node-name=vda-format",
+                "-device", "virtio-blk-pci,drive=vda-format,id=vda,bootindex=1",
+                "-chardev", "file,id=dbg,path=\(debugconPath)",
+                "-device", "isa-debugcon,iobase=0x402,chardev=dbg",
+            ]
+        }
+        if incoming { args += ["-S", "-incoming", "defer"] } else if paused { args += ["-S"] }
+        // No readiness probe: QEMU's monitor serves one client at a time, and a probe that
+        // connects and leaves can get in the way of the real connection. The client retries.
+        process = try withUnblockedSignals { try ServerProcess(args, listener: nil) }
+        do {
+            qmp = try QMPClient(unixPath: qmpPath, timeout: 20)
+        } catch {
+            process.stop(grace: 5)
+            throw MigrationTestFailure("\(name): \(error)\nqemu log:\n\(process.log)")
+        }
+    }
+
+    /// The debugcon output so far (SeaBIOS messages, then one '.' per guest pass).
+    var debugcon: String {
+        (try? String(contentsOfFile: debugconPath, encoding: .isoLatin1)) ?? ""
+    }
+
+    /// Waits until the boot-sector guest has printed its "BMIG" banner and then `passes` dots
+    /// (one per pass over its 16 MiB region).
+    func waitForGuest(passes: Int = 0, timeout: Double = 60) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let log = debugcon
+            if let range = log.range(of: "BMIG\n") {
+                if log[range.upperBound...].filter({ $0 == "." }).count >= passes { return }
+            }
+            if !process.isRunning { break }
+            usleep(50_000)
+        }
+        throw MigrationTestFailure("\(name): guest did not complete \(passes) pass(es) in \(timeout) s; debugcon:\n\(debugcon)\nqemu log:\n\(process.log)")
+    }
+
+    /// Asks QEMU to quit, then stops the process by PID.
+    func shutdown() {
+        _ = try? qmp.execute("quit", timeout: 5)
+        qmp.close()
+        if process.waitForExit(timeout: 10) == nil { process.stop(grace: 5) }
+    }
+
+    deinit {
+        if process.isRunning { shutdown() }
+    }
+}
+
+struct MigrationTestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
