@@ -174,6 +174,11 @@ struct RequestValidatorTests {
             (req(.read, offset: 0, length: 65536), .valid),
             (req(.trim, offset: 0, length: 1 << 20), .valid),
         ])
+        let unlimited = NBDBlockSizes(minimum: 1, preferred: 4096, maximumPayload: 0xffff_ffff)
+        check(validatorSession(size: 1 << 40, blockSizes: unlimited), [
+            (req(.read, .dontFragment, offset: 0, length: 0xffff_fff0), .error(.EOVERFLOW)),
+            (req(.read, offset: 0, length: 0xffff_fff0), .valid),
+        ])
     }
 
     @Test("oversize writes are drained and refused up to 32 MiB and disconnect beyond")

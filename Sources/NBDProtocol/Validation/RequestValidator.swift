@@ -17,7 +17,8 @@
 ///     accepted even without SEND_CACHE (some clients send it anyway); BLOCK_STATUS without a
 ///     selected context (or without structured replies) → EINVAL.
 ///  5. FLUSH with offset or length ≠ 0 → EINVAL.
-///  6. READ longer than the maximum payload → EOVERFLOW with DF, else EINVAL.
+///  6. READ longer than the maximum payload → EOVERFLOW with DF (also when one DF chunk could
+///     not carry it), else EINVAL.
 ///  7. Bounds, overflow-safe (`offset > size || length > size - offset`): WRITE and
 ///     WRITE_ZEROES → ENOSPC, everything else → EINVAL.
 ///  8. Zero length: BLOCK_STATUS → EINVAL; all others are accepted (the engine replies success).
@@ -77,7 +78,11 @@ public struct RequestValidator: Hashable, Sendable {
             return .reply(error: .EINVAL, message: "unknown command \(command.rawValue)")
         }
 
-        if command == .read && request.length > UInt64(blockSizes.maximumPayload) {
+        // A DF read is one OFFSET_DATA chunk, so it must also fit a chunk's 32-bit length.
+        let readLimit = request.flags.contains(.dontFragment)
+            ? min(UInt64(blockSizes.maximumPayload), ReadReplyPlanner.maximumDataChunk)
+            : UInt64(blockSizes.maximumPayload)
+        if command == .read && request.length > readLimit {
             return request.flags.contains(.dontFragment)
                 ? .reply(error: .EOVERFLOW, message: "DF read of \(request.length) bytes exceeds the maximum payload")
                 : .reply(error: .EINVAL, message: "read of \(request.length) bytes exceeds the maximum payload \(blockSizes.maximumPayload)")
