@@ -231,7 +231,9 @@ struct OptionHandler {
         let export: ExportDescriptor
         switch lookUp(request.exportName) {
         case .unknown: return reply(error: .errUnknown, option, "export \(echo(request.exportName)) not found")
-        case .needsTLS: return reply(error: .errTLSRequired, option, "export \(echo(request.exportName)) requires TLS")
+        case .needsTLS:
+            // ERR_TLS_REQD is reserved for INFO/GO in selective mode (nbd-protocol.md §3.2).
+            return reply(error: .errPolicy, option, "export \(echo(request.exportName)) requires TLS")
         case .found(let found): export = found
         }
         let contexts = MetaContextQueryResolver(export: export)

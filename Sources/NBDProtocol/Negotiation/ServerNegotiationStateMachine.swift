@@ -21,7 +21,8 @@
 /// - `.off`: STARTTLS → `ERR_POLICY` (`ERR_UNSUP` if TLS is not supported at all); TLS-only
 ///   exports are invisible.
 /// - `.on`: STARTTLS → ACK; TLS-only exports are hidden from plaintext LIST, INFO/GO on them
-///   answer `ERR_TLS_REQD`, EXPORT_NAME on them closes.
+///   answer `ERR_TLS_REQD`, META_CONTEXT options on them `ERR_POLICY` (the spec reserves
+///   `ERR_TLS_REQD` for INFO/GO here), EXPORT_NAME on them closes.
 /// - `.require`: before TLS everything except STARTTLS and ABORT gets `ERR_TLS_REQD`
 ///   (EXPORT_NAME closes, since it has no error reply); non-fixed-newstyle clients are closed.
 /// - After TLS: STARTTLS → `ERR_INVALID`; `ERR_TLS_REQD` is never sent.
