@@ -16,16 +16,25 @@ struct OptionHandler {
 
     let configuration: ServerNegotiationConfiguration
     var phase: ServerOptionPhase
+    let shuttingDown: Bool
 
-    init(configuration: ServerNegotiationConfiguration, phase: ServerOptionPhase) {
+    init(configuration: ServerNegotiationConfiguration, phase: ServerOptionPhase, shuttingDown: Bool = false) {
         self.configuration = configuration
         self.phase = phase
+        self.shuttingDown = shuttingDown
     }
 
     mutating func handle(option: NBDOption, payload: [UInt8]) -> Outcome {
         // A non-fixed-newstyle client knows no option replies: only EXPORT_NAME makes sense.
         if !phase.isFixedNewstyle && option != .exportName {
             return Outcome(actions: [], next: .close("\(option) from a client that is not fixed newstyle"))
+        }
+        if shuttingDown {
+            switch option {
+            case .abort: return abort()
+            case .exportName: return Outcome(actions: [], next: .close("EXPORT_NAME while the server shuts down"))
+            default: return reply(error: .errShutdown, option, "server is shutting down")
+            }
         }
         if let refusal = phase.authorizationRefusal {
             switch option {

@@ -52,8 +52,20 @@ public struct ServerNegotiationStateMachine: Sendable {
         self.configuration = configuration
     }
 
+    /// Set by `serverIsShuttingDown()`: later options get `ERR_SHUTDOWN`.
+    public private(set) var shuttingDown = false
+
     /// True once `.enterTransmission` or `.close` was returned.
     public var isFinished: Bool { state == .finished }
+
+    /// The server is stopping: from now on every option except ABORT gets `NBD_REP_ERR_SHUTDOWN`
+    /// (the spec's graceful path: the client must then soft-disconnect); EXPORT_NAME closes.
+    /// Returns no actions: the engine keeps following the option loop (bounded by its handshake
+    /// timeout) or may simply close.
+    public mutating func serverIsShuttingDown() -> [ServerNegotiationAction] {
+        shuttingDown = true
+        return []
+    }
 
     // MARK: Events
 
@@ -109,7 +121,7 @@ public struct ServerNegotiationStateMachine: Sendable {
         guard header.option == option, UInt64(header.length) == UInt64(payload.count) else {
             return fail("option data does not match its header (\(header.option)/\(header.length) vs \(option)/\(payload.count))")
         }
-        var handler = OptionHandler(configuration: configuration, phase: phase)
+        var handler = OptionHandler(configuration: configuration, phase: phase, shuttingDown: shuttingDown)
         let outcome = handler.handle(option: option, payload: payload)
         switch outcome.next {
         case .nextOption:
