@@ -4,11 +4,11 @@ import Glibc
 
 /// A pthread mutex with a condition variable. The engine uses blocking threads (architecture.md §3),
 /// so waiting on a condition is the natural primitive here.
-final class ConditionLock: @unchecked Sendable {
+package final class ConditionLock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
 
-    init() {
+    package init() {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&condition, nil)
     }
@@ -18,16 +18,16 @@ final class ConditionLock: @unchecked Sendable {
         pthread_mutex_destroy(&mutex)
     }
 
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    package func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body()
     }
 
     /// Waits (lock held by the caller inside `withLock`) until signalled.
-    func wait() { pthread_cond_wait(&condition, &mutex) }
+    package func wait() { pthread_cond_wait(&condition, &mutex) }
 
-    func broadcast() { pthread_cond_broadcast(&condition) }
+    package func broadcast() { pthread_cond_broadcast(&condition) }
 }
 
 /// A one-shot result slot a blocking caller waits on while the reader thread fills it.
@@ -51,7 +51,7 @@ final class BlockingResult<Value: Sendable>: @unchecked Sendable {
 }
 
 /// Starts a detached pthread running `body`.
-func spawnThread(_ body: @escaping @Sendable () -> Void) throws {
+package func spawnThread(_ body: @escaping @Sendable () -> Void) throws {
     final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()
