@@ -44,8 +44,11 @@ extension Qcow2Image {
         case .zero:
             return ChainStatus(length: n, flags: [.hole, .zero], depth: 1)
         case .unallocated:
-            guard let backing, offset < backing.size else {
-                return ChainStatus(length: n, flags: [.hole, .zero], depth: 0)
+            guard let backing else { return ChainStatus(length: n, flags: [.hole, .zero], depth: 0) }
+            guard offset < backing.size else {
+                // qemu-nbd 7.2 attributes the zeroes past a shorter backing file's end to that
+                // backing file (allocation depth 2), while base:allocation says hole+zero.
+                return ChainStatus(length: n, flags: [.hole, .zero], depth: 2)
             }
             var below = try backing.chainStatus(offset: offset, length: min(n, backing.size - offset))
             below.depth = below.depth == 0 ? 0 : below.depth + 1

@@ -25,7 +25,7 @@ struct Qcow2ReaderInteropTests {
         try image.close()
     }
 
-    @Test("block status matches qemu-img map (base:allocation flags and allocation depth)",
+    @Test("block status matches qemu-img map",
           .enabled(if: Peers.available("qemu-img")), arguments: Qcow2Fixtures.readable)
     func blockStatusLikeQemu(_ name: String) throws {
         let map = try qemuMap(Qcow2Fixtures.path(name))
@@ -34,7 +34,12 @@ struct Qcow2ReaderInteropTests {
         let expectedDepths = mergeRuns(map.map { ($0.length, $0.depth) })
         let flags = try allExtents(image), depths = try allDepths(image)
         #expect(describe(flags) == describe(expectedFlags), "\(name) base:allocation")
-        #expect(describe(depths) == describe(expectedDepths), "\(name) allocation depth")
+        // qemu-img map and qemu-nbd differ past the end of a shorter backing file (map: absent;
+        // qemu-nbd: depth of that backing file). We serve NBD, so depths are compared with
+        // qemu-nbd in Qcow2BlockStatusInteropTests; here only where no such region exists.
+        if !name.hasPrefix("chain/") {
+            #expect(describe(depths) == describe(expectedDepths), "\(name) allocation depth")
+        }
     }
 
     @Test("2 MiB clusters (generated at test time: a committed copy would be over 6 MiB) read like qemu-img",

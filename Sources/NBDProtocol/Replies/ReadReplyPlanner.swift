@@ -7,7 +7,8 @@
 /// `[offset, offset + length)`, adjacent chunks of the same kind are merged, holes fit the
 /// 32-bit OFFSET_HOLE size and data chunks fit `maximumDataChunk`. Extents that stop short are
 /// completed with data; extents that run past the end are clipped. With `dontFragment` the whole
-/// range is one OFFSET_DATA (holes are sent as zero bytes), as DF requires.
+/// range is one OFFSET_DATA (holes are sent as zero bytes), as DF requires. A zero-length read
+/// plans no chunks: answer it with `ReplyBuilder.noneChunk`.
 public enum ReadReplyPlanner {
     /// Largest data run in one OFFSET_DATA chunk: a structured header's 32-bit length minus the
     /// 8-byte offset, rounded down to 512 so split chunks stay aligned.

@@ -41,6 +41,7 @@ public struct ReplyBuilder: Hashable, Sendable {
     // MARK: Whole replies
 
     /// Success of a command without reply data (WRITE, FLUSH, TRIM, CACHE, WRITE_ZEROES).
+    /// Not for READ: a zero-length READ in structured/extended mode is answered with `noneChunk`.
     public func success(cookie: UInt64, requestOffset: UInt64) -> [UInt8] {
         switch form {
         case .simple, .structured:

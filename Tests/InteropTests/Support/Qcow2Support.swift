@@ -95,3 +95,23 @@ func allDepths(_ device: BlockDevice) throws -> [(UInt64, UInt32)] {
 }
 
 func describe(_ runs: [(UInt64, UInt32)]) -> String { runs.map { "\($0.0):\($0.1)" }.joined(separator: " ") }
+
+/// `nbdinfo --map[=context]` of a server command run under socket activation
+/// (`nbdinfo --map -- [ qemu-nbd … ]`), as merged (length, value) runs.
+func nbdinfoMap(context: String? = nil, server: [String]) throws -> [(UInt64, UInt32)] {
+    let mapArg = context.map { "--map=\($0)" } ?? "--map"
+    let result = try run(["nbdinfo", mapArg, "--", "["] + server + ["]"], timeout: 60)
+    guard result.succeeded else { throw BlockDeviceError(.io, "nbdinfo failed: \(result)") }
+    return parseNbdinfoMap(result.stdout)
+}
+
+/// Parses `nbdinfo --map` lines: offset, length, value, description.
+func parseNbdinfoMap(_ text: String) -> [(UInt64, UInt32)] {
+    var runs: [(length: UInt64, value: UInt32)] = []
+    for line in text.split(separator: "\n") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count >= 3, let length = UInt64(fields[1]), let value = UInt32(fields[2]) else { continue }
+        runs.append((length, value))
+    }
+    return mergeRuns(runs)
+}
