@@ -310,8 +310,8 @@ struct TLSServerInteropTests {
         let creds = try TLSCredentials()
         let secret = creds.scratch.file("secret.raw")
         try makePatternFile(secret, size: 1 << 20, seed: 4)
-        let serve = try TLSServe(creds.scratch, tls: ["--tls", "on", "--tls-certificates", creds.directory, "--tls-only-export", "secret"],
-                                 extraExports: [("secret", secret)])
+        let serve = try TLSServe(creds.scratch, tls: ["--tls", "on", "--tls-certificates", creds.directory],
+                                 extraExports: [("secret", secret + ",tls-only")])
         defer { serve.stop() }
         let plainPublic = try run(["nbdinfo", "nbd://127.0.0.1:\(serve.port)/disk"])
         #expect(plainPublic.succeeded, "\(plainPublic)\n\(serve.log)")
