@@ -1,1 +1,0 @@
-// NBDProtocol module: placeholder until its first real file lands.
