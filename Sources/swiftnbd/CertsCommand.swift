@@ -1,7 +1,16 @@
 import ArgumentParser
 
-// Placeholder: replaced by the module that implements `swiftnbd certs`.
+/// `swiftnbd certs`: create and check x509/PSK credentials in QEMU's directory layout.
 struct CertsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "certs", abstract: "(not yet available)")
-    func run() throws { throw ValidationError("swiftnbd certs is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "certs",
+        abstract: "Create and check TLS credentials (QEMU's x509 directory layout, psktool key files).",
+        subcommands: [CertsCreateCommand.self, CertsCheckCommand.self]
+    )
+}
+
+/// A failure of `swiftnbd certs` reported as one line, without the usage text.
+struct CertsError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

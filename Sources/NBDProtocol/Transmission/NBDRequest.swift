@@ -43,10 +43,14 @@ public struct NBDRequest: Hashable, Sendable {
     }
 
     /// Bytes of data that follow this header on the wire (what the engine must read or drain).
+    ///
+    /// Extended form: PAYLOAD_LEN announces a payload for any command. A WRITE without
+    /// PAYLOAD_LEN still carries `length` bytes (the spec requires the flag; QEMU's server
+    /// tolerates its absence and so do we, because the data is on the wire either way).
     public func payloadLength(form: Form) -> UInt64 {
         switch form {
         case .compact: command == .write ? length : 0
-        case .extended: flags.contains(.payloadLength) ? length : 0
+        case .extended: flags.contains(.payloadLength) || command == .write ? length : 0
         }
     }
 

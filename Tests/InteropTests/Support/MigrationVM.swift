@@ -53,7 +53,7 @@ final class MigrationVM: @unchecked Sendable {
         if incoming { args += ["-S", "-incoming", "defer"] } else if paused { args += ["-S"] }
         // No readiness probe: QEMU's monitor serves one client at a time, and a probe that
         // connects and leaves can get in the way of the real connection. The client retries.
-        process = try ServerProcess(args, listener: nil)
+        process = try withUnblockedSignals { try ServerProcess(args, listener: nil) }
         do {
             qmp = try QMPClient(unixPath: qmpPath, timeout: 20)
         } catch {
@@ -67,12 +67,13 @@ final class MigrationVM: @unchecked Sendable {
         (try? String(contentsOfFile: debugconPath, encoding: .isoLatin1)) ?? ""
     }
 
-    /// Waits until SeaBIOS has jumped to the boot sector and the guest has completed `passes` passes.
-    func waitForGuest(passes: Int = 1, timeout: Double = 60) throws {
+    /// Waits until the boot-sector guest has printed its "BMIG" banner and then `passes` dots
+    /// (one per pass over its 16 MiB region).
+    func waitForGuest(passes: Int = 0, timeout: Double = 60) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let log = debugcon
-            if let range = log.range(of: "Booting from Hard Disk") ?? log.range(of: "Booting from 0000:7c00") {
+            if let range = log.range(of: "BMIG\n") {
                 if log[range.upperBound...].filter({ $0 == "." }).count >= passes { return }
             }
             if !process.isRunning { break }

@@ -1,0 +1,102 @@
+import ArgumentParser
+import NBDTLS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `swiftnbd certs check DIR [--hostname NAME]`: chain validity, expiry, SAN match, and the
+/// subject DNs to give `--tls-authz` (or QEMU's authz-simple) in both attribute orders.
+struct CertsCheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check the credentials in DIR: chains, expiry, hostnames, DNs."
+    )
+
+    @Argument(help: "Credential directory (QEMU layout).")
+    var directory: String
+
+    @Option(name: .customLong("hostname"), help: "Name or address clients will connect to (repeatable).")
+    var hostnames: [String] = []
+
+    func run() throws {
+        var problems = 0
+        let L = QEMUCredentialLayout.self
+        let file: (String) -> String = { "\(directory)/\($0)" }
+        guard access(file(L.caCertificate), F_OK) == 0 else {
+            throw CertsError("\(file(L.caCertificate)) is missing: not a credential directory")
+        }
+        let authorities: [Certificate]
+        do { authorities = try Certificate.loadChain(fromFile: file(L.caCertificate)) } catch let error as TLSError {
+            throw CertsError(error.message)
+        }
+        var crls: [RevocationList] = []
+        if access(file(L.revocationList), F_OK) == 0 {
+            do { crls = [try RevocationList(pemFile: file(L.revocationList))] } catch let error as TLSError {
+                print("\(L.revocationList): \(error.message)"); problems += 1
+            }
+        }
+        for ca in authorities {
+            print("\(L.caCertificate): \(ca.subjectText)")
+            problems += describeValidity(ca)
+            if !ca.isCertificateAuthority { print("  PROBLEM: not a CA (basicConstraints CA=false)"); problems += 1 }
+        }
+        for (role, certName, keyName) in [("server", L.serverCertificate, L.serverKey), ("client", L.clientCertificate, L.clientKey)] {
+            guard access(file(certName), F_OK) == 0 else { print("\(certName): absent"); continue }
+            let certificate: Certificate
+            do {
+                certificate = try Certificate.loadChain(fromFile: file(certName))[0]
+                _ = try PrivateKey(pemFile: file(keyName))
+            } catch let error as TLSError {
+                print("\(certName): PROBLEM: \(error.message)"); problems += 1; continue
+            }
+            print("\(certName) (\(role)):")
+            print("  subject (RFC 4514 order, as GnuTLS/QEMU print it): \(certificate.subjectText)")
+            print("  subject (certificate order):                       \(certificate.subject.reversed)")
+            problems += describeValidity(certificate)
+            let failures = certificate.verificationFailures(authorities: authorities, revocationLists: crls)
+            if failures.isEmpty { print("  chain: trusted by \(L.caCertificate)") } else {
+                print("  chain: PROBLEM: not trusted: \(failures.joined(separator: "; "))"); problems += 1
+            }
+            if role == "server" {
+                let sans = certificate.subjectAlternativeNames
+                print("  subject alternative names: \(sans.isEmpty ? "none" : sans.map(\.description).joined(separator: ", "))")
+                for name in hostnames {
+                    if certificate.matches(hostname: name) { print("  hostname '\(name)': matches") } else {
+                        print("  hostname '\(name)': PROBLEM: does not match"); problems += 1
+                    }
+                }
+            } else {
+                print("  authorize it with: --tls-authz '\(certificate.subjectText)'")
+            }
+        }
+        if access(file(L.pskKeys), F_OK) == 0 {
+            do {
+                let keys = try PSKKeyFile(contentsOf: file(L.pskKeys))
+                print("\(L.pskKeys): identities \(keys.entries.map { "\($0.identity) (\($0.key.count)-byte key)" }.joined(separator: ", "))")
+            } catch let error as TLSError {
+                print("\(L.pskKeys): PROBLEM: \(error.message)"); problems += 1
+            }
+        }
+        if problems > 0 { throw CertsError("\(problems) problem(s) found") }
+        print("OK")
+    }
+
+    /// Prints the validity window; returns 1 when the certificate is outside it.
+    private func describeValidity(_ certificate: Certificate) -> Int {
+        let now = Int(time(nil))
+        let window = "valid \(Self.date(certificate.notBefore)) to \(Self.date(certificate.notAfter))"
+        if now > certificate.notAfter { print("  \(window): PROBLEM: expired"); return 1 }
+        if now < certificate.notBefore { print("  \(window): PROBLEM: not yet valid"); return 1 }
+        print("  \(window) (\((certificate.notAfter - now) / 86400) days left)")
+        return 0
+    }
+
+    static func date(_ seconds: Int) -> String {
+        var t = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M UTC", &parts)
+        return String(cString: buffer)
+    }
+}

@@ -1,0 +1,15 @@
+import Foundation
+
+/// Runs `body` with every signal unblocked on the calling thread, then restores the mask.
+///
+/// A child inherits the signal mask of the thread that spawns it, and Swift's test threads
+/// block nearly all signals (seen: SigBlk fffffffe3bfbea67 on a qemu-nbd started from a test).
+/// qemu-nbd never unblocks SIGTERM, so `ServerProcess.stop()` waited its whole grace period and
+/// fell back to SIGKILL: no clean shutdown, which is exactly what B1 step 7 relies on.
+func withUnblockedSignals<T>(_ body: () throws -> T) rethrows -> T {
+    var empty = sigset_t(), saved = sigset_t()
+    sigemptyset(&empty)
+    pthread_sigmask(SIG_SETMASK, &empty, &saved)
+    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+    return try body()
+}
