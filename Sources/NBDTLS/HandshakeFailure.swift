@@ -45,6 +45,10 @@ enum HandshakeFailure {
             }
             return TLSError(.rejectedByPeer, "the \(peer) aborted the TLS handshake (TLS alert: \(name))", gnutlsCode: rc)
         case GNUTLS_E_PREMATURE_TERMINATION, GNUTLS_E_PULL_ERROR, GNUTLS_E_PUSH_ERROR:
+            if usesPSK && role == .client {
+                // Some servers (nbdkit) drop a PSK client they cannot authenticate without an alert.
+                return TLSError(.psk, "the server closed the connection during the TLS handshake: it does not know PSK identity '\(pskUsername ?? "?")' or has a different key for it", gnutlsCode: rc)
+            }
             return TLSError(.handshake, "the \(peer) closed the connection during the TLS handshake", gnutlsCode: rc)
         case GNUTLS_E_UNEXPECTED_PACKET_LENGTH, GNUTLS_E_UNSUPPORTED_VERSION_PACKET, GNUTLS_E_UNEXPECTED_PACKET, GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET:
             return TLSError(.handshake, "the \(peer) did not speak TLS (plaintext after STARTTLS, or a broken peer): \(gnutlsDescription(rc))", gnutlsCode: rc)

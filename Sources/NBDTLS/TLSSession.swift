@@ -114,6 +114,11 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
                 throw TLSError(.rejectedByPeer, "the peer ended the TLS session with an alert: \(alert)", gnutlsCode: rc)
             }
             if isClosed { return 0 }
+            if let note = firstReadNote, rc == GNUTLS_E_PULL_ERROR {
+                // A reset instead of an orderly close: the server dropped us unread.
+                firstReadNote = nil
+                throw TLSError(.rejectedByPeer, "\(note) (the connection was reset right after the TLS handshake)", gnutlsCode: rc)
+            }
             throw TLSError(.io, "TLS receive failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
         }
     }

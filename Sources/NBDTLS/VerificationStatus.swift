@@ -30,7 +30,7 @@ enum VerificationStatus {
         let list = reasons(status, hostname: hostname)
         // A pure hostname mismatch is clearer on its own than as "not trusted".
         if status == GNUTLS_CERT_INVALID.rawValue | GNUTLS_CERT_UNEXPECTED_OWNER.rawValue || status == GNUTLS_CERT_UNEXPECTED_OWNER.rawValue {
-            return "\(role) \(list.joined(separator: "; "))"
+            return "\(role) does not match " + (hostname.map { "hostname '\($0)'" } ?? "the expected name")
         }
         return "\(role) is not trusted: \(list.joined(separator: "; "))"
     }

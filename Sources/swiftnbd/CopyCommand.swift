@@ -1,7 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
+import BlockDevices
+import NBDClient
 
-// Placeholder: replaced by the module that implements `swiftnbd copy`.
+/// `swiftnbd copy SRC DST`: device-to-device copy between NBD exports and local raw images.
 struct CopyCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "copy", abstract: "(not yet available)")
-    func run() throws { throw ValidationError("swiftnbd copy is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "copy",
+        abstract: "Copy between NBD exports and local raw images, sparse-aware and pipelined.",
+        discussion: """
+            SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files; DST may
+            be null: to discard. A local destination file is created or truncated to the source size.
+            Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead
+            of being copied. Any failed request stops the copy with a non-zero exit status.
+            """)
+
+    @Argument(help: "Source: NBD URI or local raw image.")
+    var source: String
+
+    @Argument(help: "Destination: NBD URI, local file, or null:.")
+    var destination: String
+
+    @Option(help: "Connections per NBD export (used when the server allows multi-conn).")
+    var connections: Int = 4
+
+    @Option(help: "Requests in flight per connection.")
+    var requests: Int = 64
+
+    @Option(name: .customLong("request-size"), help: "Bytes per READ/WRITE request.")
+    var requestSize: Int = 1 << 20
+
+    @Flag(help: "Flush the destination at the end.")
+    var flush = false
+
+    @Flag(inversion: .prefixedNo, help: "Show a progress bar (default: when stderr is a terminal).")
+    var progress: Bool?
+
+    @Flag(help: "Read both sides back after copying and compare them.")
+    var verify = false
+
+    @Flag(name: .customLong("no-sparse"), help: "Copy every byte: no extent queries, no zero detection.")
+    var noSparse = false
+
+    func validate() throws {
+        guard connections >= 1, connections <= 64 else { throw ValidationError("--connections must be between 1 and 64") }
+        guard requests >= 1, requests <= 1024 else { throw ValidationError("--requests must be between 1 and 1024") }
+        guard requestSize >= 512, requestSize <= 32 << 20 else { throw ValidationError("--request-size must be between 512 and 33554432") }
+    }
+
+    func run() throws {
+        do {
+            try copy()
+        } catch let error as CopyFailure {
+            throw CopyExit(message: error.description)
+        } catch let error as NBDClientError {
+            throw CopyExit(message: error.description)
+        } catch let error as BlockDeviceError {
+            throw CopyExit(message: error.description)
+        }
+    }
+
+    func copy() throws {
+        let src = try CopyEndpoint.openSource(source, connections: connections, requests: requests)
+        defer { try? src.device.close() }
+        let size = src.device.size
+        let dst = try CopyEndpoint.openDestination(destination, size: size, connections: connections, requests: requests)
+        var dstClosed = false
+        defer { if !dstClosed { try? dst.device.close() } }
+
+        let maxPayload = Int(min(src.device.blockSizes.maximumPayload, dst.device.blockSizes.maximumPayload))
+        let pieceSize = max(512, min(requestSize, maxPayload))
+        // Blocking workers: each has one request out at a time, so workers bound the requests in
+        // flight. Beyond 16 per connection, more threads only add contention on two cores.
+        let perConnection = min(requests, 16)
+        let workers = max(1, max(src.connections, dst.connections) * perConnection)
+        let meter = CopyProgress(total: size)
+        let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
+        if showBar { meter.startBar() }
+        let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
+                                 requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
+        do {
+            try copier.run()
+        } catch {
+            meter.stop(drawFinal: false)
+            if showBar { fputs("\n", stderr) }
+            throw error
+        }
+        if flush { try dst.device.flush() }
+        meter.stop(drawFinal: showBar)
+        if verify {
+            try CopyVerifier.verify(src.device, dst.device, size: size, requestSize: pieceSize, workers: workers)
+        }
+        dstClosed = true
+        try dst.device.close()
+    }
+}
+
+/// Ends `copy` with exit status 1 and one line on stderr.
+struct CopyExit: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }

@@ -144,3 +144,36 @@ struct OptionCodecTests {
         #expect(NBDBlockSizes(minimum: 512, preferred: 4096, maximumPayload: 0xffff_ffff).validationProblem == nil)
     }
 }
+
+@Suite("Option codecs: more malformed input")
+struct OptionCodecMalformedTests {
+    @Test("a meta-context query length beyond the option data is rejected")
+    func queryRunsPast() {
+        let bytes = be(UInt32(0)) + be(UInt32(1)) + be(UInt32(100)) + utf8("base:allocation")
+        #expect(protocolErrorCode { _ = try MetaContextRequestPayload(decoding: bytes) } == .lengthMismatch)
+        let nul = be(UInt32(0)) + be(UInt32(1)) + be(UInt32(3)) + [0x62, 0, 0x3a]
+        #expect(protocolErrorCode { _ = try MetaContextRequestPayload(decoding: nul) } == .embeddedNUL)
+    }
+
+    @Test("error messages decode leniently but not beyond 4096 bytes")
+    func errorMessages() throws {
+        #expect(try OptionErrorMessage(decoding: [0x6f, 0x6b, 0xff]).message.hasPrefix("ok"))
+        #expect(protocolErrorCode { _ = try OptionErrorMessage(decoding: Array(repeating: 0x61, count: 4097)) } == .stringTooLong)
+    }
+
+    @Test("the EXPORT_NAME reply decodes byte by byte in both sizes")
+    func exportNameReplyBytewise() throws {
+        let reply = ExportNameReply(exportSize: 1 << 40, transmissionFlags: [.hasFlags, .readOnly], includesZeroPadding: true)
+        #expect(try decodeBytewise(reply.bytes) { try ExportNameReply(decoding: $0, includesZeroPadding: true) } == reply)
+        var short = reply
+        short.includesZeroPadding = false
+        #expect(try decodeBytewise(short.bytes) { try ExportNameReply(decoding: $0, includesZeroPadding: false) } == short)
+    }
+
+    @Test("encoders refuse names they could not legally send")
+    func encoderChecks() {
+        #expect(protocolErrorCode { _ = try InfoRequestPayload(exportName: "a\0b").encoded() } == .embeddedNUL)
+        #expect(protocolErrorCode { _ = try ServerReplyPayload(exportName: String(repeating: "x", count: 4097)).encoded() } == .stringTooLong)
+        #expect(protocolErrorCode { _ = try ErrorChunkPayload(error: .success).encoded() } == .invalidValue)
+    }
+}

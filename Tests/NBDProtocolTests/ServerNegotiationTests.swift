@@ -299,3 +299,23 @@ struct ServerMetaContextTests {
         ])
     }
 }
+
+@Suite("Server negotiation: shutdown")
+struct ServerShutdownTests {
+    @Test("while the server shuts down options get ERR_SHUTDOWN and ABORT still closes politely")
+    func shutdown() {
+        var driver = NegotiationDriver(Fixtures.configuration(.off))
+        #expect(driver.send(.structuredReply) == [.reply(.ack), .readNext])
+        #expect(driver.machine.serverIsShuttingDown().isEmpty)
+        #expect(driver.send(.go, goPayload("disk")) == [.reply(.errShutdown), .readNext])
+        #expect(driver.send(.list) == [.reply(.errShutdown), .readNext])
+        #expect(driver.send(.abort) == [.reply(.ack), .close])
+    }
+
+    @Test("EXPORT_NAME during shutdown closes")
+    func exportNameDuringShutdown() {
+        var driver = NegotiationDriver(Fixtures.configuration(.off))
+        _ = driver.machine.serverIsShuttingDown()
+        #expect(driver.send(.exportName, utf8("disk")) == [.close])
+    }
+}

@@ -104,12 +104,14 @@ struct ServerSTARTTLSTests {
         ])
     }
 
-    @Test("in on mode a TLS-only export needs TLS: INFO/GO get ERR_TLS_REQD, EXPORT_NAME closes")
+    @Test("in on mode a TLS-only export needs TLS: INFO/GO get ERR_TLS_REQD, meta contexts ERR_POLICY, EXPORT_NAME closes")
     func selectiveTLS() {
         runTable(Fixtures.configuration(.on), [
             (.option(.info, goPayload("secret")), [.reply(.errTLSRequired), .readNext]),
             (.option(.go, goPayload("secret")), [.reply(.errTLSRequired), .readNext]),
             (.option(.info, goPayload("disk")), [.info(.export), .info(.blockSize), .reply(.ack), .readNext]),
+            (.option(.structuredReply), [.reply(.ack), .readNext]),
+            (.option(.setMetaContext, metaPayload("secret", ["base:allocation"])), [.reply(.errPolicy), .readNext]),
             (.option(.exportName, utf8("secret")), [.close]),
         ])
     }

@@ -16,16 +16,25 @@ struct OptionHandler {
 
     let configuration: ServerNegotiationConfiguration
     var phase: ServerOptionPhase
+    let shuttingDown: Bool
 
-    init(configuration: ServerNegotiationConfiguration, phase: ServerOptionPhase) {
+    init(configuration: ServerNegotiationConfiguration, phase: ServerOptionPhase, shuttingDown: Bool = false) {
         self.configuration = configuration
         self.phase = phase
+        self.shuttingDown = shuttingDown
     }
 
     mutating func handle(option: NBDOption, payload: [UInt8]) -> Outcome {
         // A non-fixed-newstyle client knows no option replies: only EXPORT_NAME makes sense.
         if !phase.isFixedNewstyle && option != .exportName {
             return Outcome(actions: [], next: .close("\(option) from a client that is not fixed newstyle"))
+        }
+        if shuttingDown {
+            switch option {
+            case .abort: return abort()
+            case .exportName: return Outcome(actions: [], next: .close("EXPORT_NAME while the server shuts down"))
+            default: return reply(error: .errShutdown, option, "server is shutting down")
+            }
         }
         if let refusal = phase.authorizationRefusal {
             switch option {
@@ -231,7 +240,9 @@ struct OptionHandler {
         let export: ExportDescriptor
         switch lookUp(request.exportName) {
         case .unknown: return reply(error: .errUnknown, option, "export \(echo(request.exportName)) not found")
-        case .needsTLS: return reply(error: .errTLSRequired, option, "export \(echo(request.exportName)) requires TLS")
+        case .needsTLS:
+            // ERR_TLS_REQD is reserved for INFO/GO in selective mode (nbd-protocol.md §3.2).
+            return reply(error: .errPolicy, option, "export \(echo(request.exportName)) requires TLS")
         case .found(let found): export = found
         }
         let contexts = MetaContextQueryResolver(export: export)

@@ -21,7 +21,8 @@
 /// - `.off`: STARTTLS → `ERR_POLICY` (`ERR_UNSUP` if TLS is not supported at all); TLS-only
 ///   exports are invisible.
 /// - `.on`: STARTTLS → ACK; TLS-only exports are hidden from plaintext LIST, INFO/GO on them
-///   answer `ERR_TLS_REQD`, EXPORT_NAME on them closes.
+///   answer `ERR_TLS_REQD`, META_CONTEXT options on them `ERR_POLICY` (the spec reserves
+///   `ERR_TLS_REQD` for INFO/GO here), EXPORT_NAME on them closes.
 /// - `.require`: before TLS everything except STARTTLS and ABORT gets `ERR_TLS_REQD`
 ///   (EXPORT_NAME closes, since it has no error reply); non-fixed-newstyle clients are closed.
 /// - After TLS: STARTTLS → `ERR_INVALID`; `ERR_TLS_REQD` is never sent.
@@ -51,8 +52,20 @@ public struct ServerNegotiationStateMachine: Sendable {
         self.configuration = configuration
     }
 
+    /// Set by `serverIsShuttingDown()`: later options get `ERR_SHUTDOWN`.
+    public private(set) var shuttingDown = false
+
     /// True once `.enterTransmission` or `.close` was returned.
     public var isFinished: Bool { state == .finished }
+
+    /// The server is stopping: from now on every option except ABORT gets `NBD_REP_ERR_SHUTDOWN`
+    /// (the spec's graceful path: the client must then soft-disconnect); EXPORT_NAME closes.
+    /// Returns no actions: the engine keeps following the option loop (bounded by its handshake
+    /// timeout) or may simply close.
+    public mutating func serverIsShuttingDown() -> [ServerNegotiationAction] {
+        shuttingDown = true
+        return []
+    }
 
     // MARK: Events
 
@@ -108,7 +121,7 @@ public struct ServerNegotiationStateMachine: Sendable {
         guard header.option == option, UInt64(header.length) == UInt64(payload.count) else {
             return fail("option data does not match its header (\(header.option)/\(header.length) vs \(option)/\(payload.count))")
         }
-        var handler = OptionHandler(configuration: configuration, phase: phase)
+        var handler = OptionHandler(configuration: configuration, phase: phase, shuttingDown: shuttingDown)
         let outcome = handler.handle(option: option, payload: payload)
         switch outcome.next {
         case .nextOption:

@@ -1,0 +1,129 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import BlockDevices
+
+/// One open file descriptor of an image file (or a raw backing file), closed in `deinit`.
+///
+/// All I/O is positional (`pread`/`pwrite`), so one handle serves any number of threads
+/// without a shared file offset.
+final class HostFile: @unchecked Sendable {
+    let path: String
+    let writable: Bool
+    private let fd: Int32
+
+    init(path: String, writable: Bool) throws {
+        self.path = path
+        self.writable = writable
+        let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC
+        let fd = open(path, flags)
+        guard fd >= 0 else {
+            let err = errno
+            let code: BlockDeviceError.Code = err == ENOENT ? .notFound : (err == EROFS || err == EACCES ? .readOnly : .io)
+            throw BlockDeviceError(code, "cannot open \(path): \(String(cString: strerror(err)))", errno: err)
+        }
+        self.fd = fd
+    }
+
+    /// Creates (or truncates) a file for a new image.
+    init(creating path: String) throws {
+        self.path = path
+        self.writable = true
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            let err = errno
+            throw BlockDeviceError(.io, "cannot create \(path): \(String(cString: strerror(err)))", errno: err)
+        }
+        self.fd = fd
+    }
+
+    deinit { _ = Glibc.close(fd) }
+
+    /// Current length of the file in bytes.
+    func length() throws -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ioError("fstat") }
+        return UInt64(st.st_size)
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`; bytes past end of file read as zero
+    /// (images need not end on a cluster boundary, and compressed streams may run past EOF).
+    func readZeroFilled(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("read at \(offset)")
+            }
+            if n == 0 {
+                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+                return
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset`, failing if the file is shorter: used for
+    /// metadata that must exist (header, L1, L2, refcount structures).
+    func readExactly(_ count: Int, at offset: UInt64, what: String) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        try bytes.withUnsafeMutableBytes { raw in
+            while done < count {
+                let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw ioError("read of \(what) at \(offset)")
+                }
+                if n == 0 {
+                    throw BlockDeviceError(.badFormat, "\(path): \(what) at offset \(offset) lies past the end of the file")
+                }
+                done += n
+            }
+        }
+        return bytes
+    }
+
+    func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < data.count {
+            let n = pwrite(fd, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("write at \(offset)")
+            }
+            done += n
+        }
+    }
+
+    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Makes every completed write durable (the ordering barrier of the metadata protocol).
+    func sync() throws {
+        while fdatasync(fd) != 0 {
+            if errno == EINTR { continue }
+            throw ioError("fdatasync")
+        }
+    }
+
+    func truncate(to length: UInt64) throws {
+        guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }
+    }
+
+    /// `lseek(SEEK_DATA/SEEK_HOLE)`: returns nil when the call is unsupported or past EOF.
+    func seek(_ whence: Int32, from offset: UInt64) -> UInt64? {
+        let r = lseek(fd, off_t(offset), whence)
+        return r < 0 ? nil : UInt64(r)
+    }
+
+    private func ioError(_ what: String) -> BlockDeviceError {
+        let err = errno
+        let code: BlockDeviceError.Code = err == ENOSPC ? .noSpace : .io
+        return BlockDeviceError(code, "\(path): \(what) failed: \(String(cString: strerror(err)))", errno: err)
+    }
+}

@@ -1,0 +1,147 @@
+import BlockDevices
+
+extension Qcow2Image {
+    /// An L2 entry change waiting for the sync that makes its new data durable.
+    struct L2Update {
+        var table: UInt64
+        var index: Int
+        var entry: L2Entry
+        var old: L2Entry
+    }
+
+    public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws {
+        try checkWritable()
+        try checkRange(offset, UInt64(data.count))
+        if data.count > 0 {
+            try inFlight.withClusters(clusterRange(offset, UInt64(data.count))) {
+                try writeLocked(data, at: offset)
+            }
+        }
+        if fua { try syncAndReleasePending() }
+    }
+
+    public func flush() throws {
+        try checkOpen()
+        if writable { try syncAndReleasePending() }
+    }
+
+    func clusterRange(_ offset: UInt64, _ length: UInt64) -> ClosedRange<UInt64> {
+        (offset >> geometry.clusterBits)...((offset + length - 1) >> geometry.clusterBits)
+    }
+
+    /// Writes with the guest clusters already claimed.
+    func writeLocked(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let g = geometry
+        var updates: [L2Update] = []
+        var cursor = offset
+        let end = offset + UInt64(data.count)
+        while cursor < end {
+            let inCluster = g.offsetInCluster(cursor)
+            let n = min(g.clusterSize - inCluster, end - cursor)
+            let piece = UnsafeRawBufferPointer(rebasing: data[Int(cursor - offset)..<Int(cursor - offset + n)])
+            let table = try writableL2Table(for: cursor)
+            let index = g.l2Index(cursor)
+            let entry = try tables.entry(table: table, index: index)
+            if isWritableInPlace(entry) {
+                try file.write(piece, at: entry.hostOffset + inCluster)
+            } else {
+                // Copy-on-write: the new cluster gets what the guest sees now, overlaid with the
+                // new bytes, and is written whole before anything points at it.
+                let clusterStart = g.clusterStart(cursor)
+                var buffer = [UInt8](repeating: 0, count: Int(g.clusterSize))
+                try buffer.withUnsafeMutableBytes { raw in
+                    if n < g.clusterSize {
+                        let visible = Int(min(g.clusterSize, size - clusterStart))
+                        try readGuest(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<visible]), at: clusterStart)
+                    }
+                    UnsafeMutableRawBufferPointer(rebasing: raw[Int(inCluster)..<Int(inCluster + n)]).copyMemory(from: piece)
+                }
+                let host = try allocateCluster()
+                try file.write(buffer, at: host)
+                var newEntry = L2Entry(word: host | L2Entry.copiedFlag)
+                if g.extendedL2 { newEntry.bitmap = L2Entry.allSubclustersAllocated }
+                updates.append(L2Update(table: table, index: index, entry: newEntry, old: entry))
+            }
+            cursor += n
+        }
+        if !updates.isEmpty {
+            // Data (and the refcount increments of its clusters) durable before L2 points at it.
+            try file.sync()
+            try apply(updates)
+        }
+    }
+
+    /// An entry whose host cluster belongs to this L2 slot alone and holds all of its data.
+    func isWritableInPlace(_ e: L2Entry) -> Bool {
+        guard !e.isCompressed, e.isCopied, e.hostOffset != 0, e.word & L2Entry.zeroFlag == 0 else { return false }
+        return !geometry.extendedL2 || e.bitmap == L2Entry.allSubclustersAllocated
+    }
+
+    /// Writes L2 entries, then queues the clusters they no longer reference for release.
+    func apply(_ updates: [L2Update]) throws {
+        var released: [UInt64] = []
+        for u in updates {
+            try tables.setEntry(table: u.table, index: u.index, u.entry)
+            released += hostClusters(of: u.old, replacedBy: u.entry)
+        }
+        if !released.isEmpty { allocationLock.withLock { pendingFrees += released } }
+    }
+
+    /// Host clusters an entry references that the replacing entry does not keep.
+    func hostClusters(of old: L2Entry, replacedBy new: L2Entry) -> [UInt64] {
+        if old.isCompressed {
+            guard let d = try? CompressedDescriptor(word: old.word, geometry: geometry) else { return [] }
+            return Array(d.hostClusters(geometry: geometry))
+        }
+        let host = old.hostOffset
+        guard host != 0, new.isCompressed || new.hostOffset != host else { return [] }
+        return [host >> geometry.clusterBits]
+    }
+
+    func allocateCluster() throws -> UInt64 {
+        try allocationLock.withLock {
+            guard let store = refcountStore else { throw BlockDeviceError(.readOnly, "qcow2: image is read-only") }
+            return try store.allocate()
+        }
+    }
+
+    /// The L2 table for `guest`, made private to the active L1 (allocated, or copied if shared
+    /// with a snapshot). Returns its host offset.
+    func writableL2Table(for guest: UInt64) throws -> UInt64 {
+        let index = geometry.l1Index(guest)
+        let current = try tables.l1Entry(index)
+        if current & L2Entry.copiedFlag != 0 && current & L2Entry.offsetMask != 0 { return current & L2Entry.offsetMask }
+        return try allocationLock.withLock {
+            let current = try tables.l1Entry(index)  // another request may have done it meanwhile
+            let old = current & L2Entry.offsetMask
+            if current & L2Entry.copiedFlag != 0 && old != 0 { return old }
+            guard let store = refcountStore else { throw BlockDeviceError(.readOnly, "qcow2: image is read-only") }
+            let words = old == 0 ? [UInt64](repeating: 0, count: Int(geometry.clusterSize / 8)) : try tables.words(of: old)
+            let table = try store.allocate()
+            var bytes = [UInt8](repeating: 0, count: Int(geometry.clusterSize))
+            for (i, w) in words.enumerated() where w != 0 { bytes.putBE64(w, at: i * 8) }
+            try file.write(bytes, at: table)
+            try file.sync()  // the table (and its refcount) before the L1 entry
+            tables.install(table: table, words: words)
+            try tables.setL1(index, table | L2Entry.copiedFlag)
+            if old != 0 { pendingFrees.append(old >> geometry.clusterBits) }
+            return table
+        }
+    }
+
+    /// Syncs the file, then applies the refcount decrements queued before the sync started.
+    func syncAndReleasePending() throws {
+        let frees = allocationLock.withLock { () -> [UInt64] in defer { pendingFrees = [] }; return pendingFrees }
+        do {
+            try file.sync()
+        } catch {
+            allocationLock.withLock { pendingFrees = frees + pendingFrees }
+            throw error
+        }
+        guard !frees.isEmpty else { return }
+        try allocationLock.withLock {
+            guard let store = refcountStore else { return }
+            for c in frees { try store.decrement(c) }
+        }
+    }
+}

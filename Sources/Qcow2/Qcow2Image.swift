@@ -1,0 +1,128 @@
+import BlockDevices
+import Foundation
+
+/// A qcow2 image (v2 or v3) as a `BlockDevice`, with its backing chain.
+///
+/// Threading: reads take only the short lock of `MappingTables`; mutating requests first claim
+/// their guest clusters in `inFlight` (so two requests never race for one L2 slot), and only
+/// allocation, refcount changes and L1/L2-table creation take `allocationLock`. Lock order:
+/// inFlight → allocationLock → tables.
+///
+/// Crash safety (qcow2.md §3.3): a refcount is raised (written) before anything references the
+/// cluster; guest data and COW padding are written, then the file is synced, then the L2 entry
+/// is written; a new L2 table is written and synced before the L1 entry points at it; a
+/// reference is removed from L2 first and the refcount decremented only after a later sync has
+/// made that L2 change durable (`pendingFrees`). So a crash leaves leaks at worst, and every
+/// write acknowledged before a FLUSH (or with FUA) is readable afterwards. Refcounts are kept
+/// exact (no lazy refcounts, the dirty bit is never set), so a clean close leaves no leaks.
+///
+/// Dirty images (lazy refcounts, not closed cleanly) open read-only only: their refcounts are
+/// untrustworthy for allocation; `qemu-img check -r all` repairs them.
+public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
+    public let path: String
+    public let size: UInt64
+    let file: HostFile
+    let header: Qcow2Header
+    let geometry: Qcow2Geometry
+    let tables: MappingTables
+    let backing: ChainLayer?
+    let writable: Bool
+
+    let inFlight = InFlightClusters()
+    let allocationLock = NSLock()
+    /// Created on first allocation (only for writable images); guarded by `allocationLock`.
+    var refcountStore: RefcountStore?
+    /// Host clusters to decrement once a sync has made the L2 change that dropped them durable.
+    var pendingFrees: [UInt64] = []
+    private let stateLock = NSLock()
+    private var closed = false
+
+    /// Longest backing chain we follow (QEMU has no fixed limit; a bound keeps loops and
+    /// hostile images from exhausting file descriptors).
+    public static let defaultMaxBackingDepth = 32
+
+    /// Opens an image; `readOnly: false` opens it for writing (backing files are always read-only).
+    public convenience init(path: String, readOnly: Bool = false, maxBackingDepth: Int = Qcow2Image.defaultMaxBackingDepth) throws {
+        try self.init(path: path, writable: !readOnly, depth: 0, maxDepth: maxBackingDepth, visited: [])
+    }
+
+    init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>) throws {
+        self.path = path
+        let file = try HostFile(path: path, writable: writable)
+        let fileLength = try file.length()
+        // Cluster 0 holds the header, extensions and backing name; 2 MiB is the largest cluster.
+        let headBytes = try file.readExactly(Int(min(fileLength, 2 << 20)), at: 0, what: "header")
+        let header = try Qcow2Header.parse(headBytes, fileLength: fileLength)
+        let geometry = Qcow2Geometry(clusterBits: header.clusterBits, extendedL2: header.incompatible.contains(.extendedL2),
+                                     version: header.version, refcountOrder: header.refcountOrder)
+        if writable {
+            if header.incompatible.contains(.dirty) {
+                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) was not closed cleanly (dirty bit set, lazy refcounts): its refcounts cannot be trusted for writing; open it read-only or repair it with 'qemu-img check -r all'")
+            }
+            if header.hasBitmapsExtension || header.autoclear.contains(.bitmaps) {
+                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) has persistent dirty bitmaps, which this driver cannot keep consistent; open it read-only")
+            }
+        }
+        self.file = file
+        self.header = header
+        self.geometry = geometry
+        self.writable = writable
+        self.size = header.size / 512 * 512  // QEMU counts whole sectors only
+        self.tables = try MappingTables(file: file, geometry: geometry, l1Offset: header.l1TableOffset, l1Size: Int(header.l1Size))
+        var visited = visited
+        visited.insert(BackingChain.canonicalPath(path))
+        self.backing = try BackingChain.openBacking(of: header, imagePath: path, depth: depth + 1, maxDepth: maxDepth, visited: visited)
+        if writable {
+            refcountStore = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
+                                              tableClusters: UInt64(header.refcountTableClusters))
+            if header.autoclear.rawValue != 0 {
+                // Autoclear bits we do not maintain must be cleared before our first write.
+                try file.write([UInt8].be64(0), at: 88)
+                try file.sync()
+            }
+        }
+    }
+
+    public var capabilities: BlockDeviceCapabilities {
+        var caps: BlockDeviceCapabilities = [.extents, .allocationDepth, .cache]
+        if writable {
+            caps.formUnion([.flush, .fua, .trim, .writeZeroes, .fastZero, .multiConn])
+        } else {
+            caps.formUnion([.readOnly, .multiConn])
+        }
+        return caps
+    }
+
+    public var blockSizes: BlockSizeConstraints {
+        BlockSizeConstraints(minimum: 1, preferred: UInt32(max(4096, min(geometry.clusterSize, 2 << 20))), maximumPayload: 32 << 20)
+    }
+
+    public var clusterSize: UInt64 { geometry.clusterSize }
+    public var backingFileName: String? { header.backingFileName }
+
+    func checkOpen() throws {
+        if stateLock.withLock({ closed }) { throw BlockDeviceError(.shutdown, "qcow2: \(path) is closed") }
+    }
+
+    func checkRange(_ offset: UInt64, _ length: UInt64) throws {
+        try checkOpen()
+        guard offset <= size, length <= size - offset else {
+            throw BlockDeviceError(.outOfRange, "qcow2: range \(offset)+\(length) beyond the virtual size \(size)")
+        }
+    }
+
+    func checkWritable() throws {
+        guard writable else { throw BlockDeviceError(.readOnly, "qcow2: \(path) is open read-only") }
+    }
+
+    public func close() throws {
+        let wasClosed = stateLock.withLock { () -> Bool in defer { closed = true }; return closed }
+        if wasClosed || !writable { return }
+        // Apply the deferred refcount decrements (after a sync), then make them durable too,
+        // so a clean close leaves exact refcounts.
+        try syncAndReleasePending()
+        try file.sync()
+    }
+
+    deinit { try? close() }
+}

@@ -1,0 +1,250 @@
+import BlockDevices
+
+/// Reference counts of host clusters, and the allocator built on them.
+///
+/// Not thread-safe: the image calls it only under its allocation lock. Every change is written
+/// through to disk at once (the caller decides when to sync). Ordering rules it follows itself:
+/// * a new refcount block is written and synced before the table entry that points at it;
+/// * a grown refcount table is written and synced before the header points at it, and the old
+///   table is released only after that header write is synced.
+/// A crash at any point therefore leaves counts that are too high (leaks), never too low.
+final class RefcountStore {
+    private let file: HostFile
+    private let g: Qcow2Geometry
+    private(set) var tableOffset: UInt64
+    private(set) var tableClusters: UInt64
+    private var table: [UInt64]
+    private var blocks: [Int: [UInt8]] = [:]
+    /// No cluster below this index has refcount 0 (first-fit search starts here).
+    private var freeHint: UInt64 = 1
+
+    static let tableReservedMask: UInt64 = 0x1FF
+
+    init(file: HostFile, geometry: Qcow2Geometry, tableOffset: UInt64, tableClusters: UInt64) throws {
+        self.file = file
+        self.g = geometry
+        self.tableOffset = tableOffset
+        self.tableClusters = tableClusters
+        let bytes = try file.readExactly(Int(tableClusters * geometry.clusterSize), at: tableOffset, what: "refcount table")
+        table = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
+        for (i, e) in table.enumerated() where e != 0 {
+            guard e & Self.tableReservedMask == 0 else {
+                throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: refcount table entry \(i) has reserved bits set")
+            }
+        }
+    }
+
+    /// Clusters the current table can describe.
+    private var coveredClusters: UInt64 { UInt64(table.count) * g.refcountsPerBlock }
+
+    // MARK: counters
+
+    func count(_ cluster: UInt64) throws -> UInt64 {
+        let ti = cluster / g.refcountsPerBlock
+        guard ti < UInt64(table.count), table[Int(ti)] != 0 else { return 0 }
+        let block = try loadBlock(Int(ti))
+        return Self.read(block, index: Int(cluster % g.refcountsPerBlock), bits: g.refcountBits)
+    }
+
+    /// Sets a counter whose refcount block already exists, writing the changed bytes through.
+    private func setExisting(_ cluster: UInt64, _ value: UInt64) throws {
+        let ti = Int(cluster / g.refcountsPerBlock)
+        let index = Int(cluster % g.refcountsPerBlock)
+        var block = try loadBlock(ti)
+        Self.write(&block, index: index, bits: g.refcountBits, value: value)
+        blocks[ti] = block
+        let (start, length) = Self.byteRange(index: index, bits: g.refcountBits)
+        try file.write(Array(block[start..<start + length]), at: table[ti] + UInt64(start))
+    }
+
+    /// +1 on a cluster (creating its refcount block if needed).
+    func increment(_ cluster: UInt64) throws {
+        _ = try ensureBlock(for: cluster)
+        let c = try count(cluster)
+        guard c < g.maxRefcount else {
+            throw BlockDeviceError(.io, "qcow2: refcount of host cluster \(cluster) would overflow")
+        }
+        try setExisting(cluster, c + 1)
+    }
+
+    /// −1 on a cluster; a cluster reaching 0 becomes free for the allocator.
+    func decrement(_ cluster: UInt64) throws {
+        let c = try count(cluster)
+        guard c > 0 else { throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: freeing host cluster \(cluster) whose refcount is already 0") }
+        try setExisting(cluster, c - 1)
+        if c == 1 { freeHint = min(freeHint, cluster) }
+    }
+
+    // MARK: allocation
+
+    /// Allocates `n` contiguous clusters (refcount 0 → 1) and returns the first host offset.
+    /// The clusters may lie past the end of the file; the caller writes them before any reference.
+    func allocate(_ n: UInt64 = 1) throws -> UInt64 {
+        for _ in 0..<64 {
+            let start = try findFree(n)
+            var restart = false
+            for c in start..<start + n {
+                // A new refcount block may have taken one of the clusters we picked.
+                if try ensureBlock(for: c) { restart = true; break }
+            }
+            if restart { continue }
+            for c in start..<start + n { try setExisting(c, 1) }
+            if n == 1 { freeHint = start + 1 }
+            return start << g.clusterBits
+        }
+        throw BlockDeviceError(.io, "qcow2: cluster allocation did not converge")
+    }
+
+    /// First run of `n` free clusters at or after the hint; past the table's coverage all are free.
+    private func findFree(_ n: UInt64) throws -> UInt64 {
+        var start = max(freeHint, 1)
+        var run: UInt64 = 0
+        var c = start
+        while run < n {
+            if c >= coveredClusters { return run == 0 ? c : start }
+            if try count(c) == 0 {
+                if run == 0 { start = c }
+                run += 1
+            } else {
+                run = 0
+            }
+            c += 1
+        }
+        if n == 1 { freeHint = start }
+        return start
+    }
+
+    /// Makes sure the refcount block covering `cluster` exists. Returns true when it had to
+    /// allocate something (so a caller's earlier free-space search is stale).
+    @discardableResult
+    private func ensureBlock(for cluster: UInt64, depth: Int = 0) throws -> Bool {
+        guard depth < 8 else { throw BlockDeviceError(.io, "qcow2: refcount block allocation recursed too deep") }
+        let ti = cluster / g.refcountsPerBlock
+        if ti >= UInt64(table.count) {
+            try growTable(toCover: ti)
+            return true
+        }
+        if table[Int(ti)] != 0 { return false }
+        // Find a home for the new block. If it falls in the range the block itself describes,
+        // the block counts itself; otherwise the block covering it must exist first.
+        for _ in 0..<64 {
+            let b = try findFree(1)
+            let bti = b / g.refcountsPerBlock
+            if bti == ti {
+                var block = [UInt8](repeating: 0, count: Int(g.clusterSize))
+                Self.write(&block, index: Int(b % g.refcountsPerBlock), bits: g.refcountBits, value: 1)
+                try publishBlock(block, at: b << g.clusterBits, tableIndex: Int(ti))
+                return true
+            }
+            if try ensureBlock(for: b, depth: depth + 1) { continue }
+            // b is described by an existing block: count it there, then write the new block.
+            try setExisting(b, 1)
+            let block = [UInt8](repeating: 0, count: Int(g.clusterSize))
+            try publishBlock(block, at: b << g.clusterBits, tableIndex: Int(ti))
+            return true
+        }
+        throw BlockDeviceError(.io, "qcow2: refcount block allocation did not converge")
+    }
+
+    /// Writes a refcount block, syncs, then points the table at it.
+    private func publishBlock(_ block: [UInt8], at offset: UInt64, tableIndex: Int) throws {
+        try file.write(block, at: offset)
+        try file.sync()
+        try file.write([UInt8].be64(offset), at: tableOffset + UInt64(tableIndex) * 8)
+        table[tableIndex] = offset
+        blocks[tableIndex] = block
+    }
+
+    /// Replaces the refcount table by a larger one placed past everything the old table covers,
+    /// together with fresh refcount blocks that describe the new table and themselves.
+    private func growTable(toCover neededIndex: UInt64) throws {
+        let perBlock = g.refcountsPerBlock
+        let fileClusters = (try file.length() + g.clusterSize - 1) >> g.clusterBits
+        let start = max(fileClusters, coveredClusters)
+        var entries = max(neededIndex + 1, UInt64(table.count) * 2)
+        var tableClustersNew: UInt64 = 0
+        var blockCount: UInt64 = 1
+        for _ in 0..<64 {
+            tableClustersNew = (entries * 8 + g.clusterSize - 1) / g.clusterSize
+            // Blocks needed to describe [start, start + table + blocks).
+            blockCount = 1
+            while (start + tableClustersNew + blockCount - 1) / perBlock - start / perBlock + 1 > blockCount { blockCount += 1 }
+            let lastIndex = (start + tableClustersNew + blockCount - 1) / perBlock
+            if lastIndex < entries { break }
+            entries = lastIndex + 1
+        }
+        guard tableClustersNew * g.clusterSize <= Qcow2Header.maxRefcountTableBytes else {
+            throw BlockDeviceError(.noSpace, "qcow2: refcount table would exceed 8 MiB")
+        }
+        let firstBlockIndex = start / perBlock
+        var newTable = table + [UInt64](repeating: 0, count: Int(tableClustersNew * g.clusterSize / 8) - table.count)
+        var newBlocks: [Int: [UInt8]] = [:]
+        for j in 0..<blockCount {
+            newBlocks[Int(firstBlockIndex + j)] = [UInt8](repeating: 0, count: Int(g.clusterSize))
+            newTable[Int(firstBlockIndex + j)] = (start + tableClustersNew + j) << g.clusterBits
+        }
+        for c in start..<start + tableClustersNew + blockCount {
+            Self.write(&newBlocks[Int(c / perBlock)]!, index: Int(c % perBlock), bits: g.refcountBits, value: 1)
+        }
+        for (index, block) in newBlocks { try file.write(block, at: newTable[index]) }
+        var tableBytes = [UInt8](repeating: 0, count: newTable.count * 8)
+        for (i, e) in newTable.enumerated() { tableBytes.putBE64(e, at: i * 8) }
+        try file.write(tableBytes, at: start << g.clusterBits)
+        try file.sync()
+        // Header bytes 48..59: refcount_table_offset and refcount_table_clusters, in one write.
+        var headerBytes = [UInt8](repeating: 0, count: 12)
+        headerBytes.putBE64(start << g.clusterBits, at: 0)
+        headerBytes.putBE32(UInt32(tableClustersNew), at: 8)
+        try file.write(headerBytes, at: 48)
+        try file.sync()
+        let oldOffset = tableOffset, oldClusters = tableClusters
+        table = newTable
+        for (k, v) in newBlocks { blocks[k] = v }
+        tableOffset = start << g.clusterBits
+        tableClusters = tableClustersNew
+        for c in 0..<oldClusters { try decrement((oldOffset >> g.clusterBits) + c) }
+    }
+
+    private func loadBlock(_ ti: Int) throws -> [UInt8] {
+        if let b = blocks[ti] { return b }
+        let offset = table[ti]
+        guard offset % g.clusterSize == 0 else {
+            throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: refcount block offset \(offset) is not cluster aligned")
+        }
+        let b = try file.readExactly(Int(g.clusterSize), at: offset, what: "refcount block")
+        blocks[ti] = b
+        return b
+    }
+
+    // MARK: packing
+
+    /// Counters of 8 bits and more are big-endian integers; narrower ones are packed from the
+    /// least significant bits of each byte upward.
+    static func read(_ block: [UInt8], index: Int, bits: UInt64) -> UInt64 {
+        if bits >= 8 {
+            let n = Int(bits / 8)
+            var v: UInt64 = 0
+            for k in 0..<n { v = v << 8 | UInt64(block[index * n + k]) }
+            return v
+        }
+        let perByte = 8 / Int(bits)
+        let shift = UInt64((index % perByte)) * bits
+        return (UInt64(block[index / perByte]) >> shift) & ((1 << bits) - 1)
+    }
+
+    static func write(_ block: inout [UInt8], index: Int, bits: UInt64, value: UInt64) {
+        if bits >= 8 {
+            let n = Int(bits / 8)
+            for k in 0..<n { block[index * n + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(n - 1 - k))) }
+            return
+        }
+        let perByte = 8 / Int(bits)
+        let shift = UInt64(index % perByte) * bits
+        let mask = UInt8(truncatingIfNeeded: ((1 << bits) - 1) << shift)
+        block[index / perByte] = (block[index / perByte] & ~mask) | (UInt8(truncatingIfNeeded: value << shift) & mask)
+    }
+
+    static func byteRange(index: Int, bits: UInt64) -> (Int, Int) {
+        bits >= 8 ? (index * Int(bits / 8), Int(bits / 8)) : (index / (8 / Int(bits)), 1)
+    }
+}

@@ -1,1 +1,0 @@
-// Qcow2 module: placeholder until its first real file lands.

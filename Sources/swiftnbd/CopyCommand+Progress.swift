@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NBDClient
+
+/// Bytes done so far, and an optional progress bar on stderr redrawn by its own thread.
+final class CopyProgress: @unchecked Sendable {
+    let total: UInt64
+    private let lock = ConditionLock()
+    private var done: UInt64 = 0
+    private var finished = false
+    private let start = CopyProgress.now()
+
+    init(total: UInt64) { self.total = total }
+
+    func add(_ bytes: UInt64) { lock.withLock { done += bytes } }
+
+    var completed: UInt64 { lock.withLock { done } }
+
+    /// Starts redrawing every 200 ms until `stop()`.
+    func startBar() {
+        try? spawnThread { [self] in
+            while !lock.withLock({ finished }) {
+                draw(final: false)
+                usleep(200_000)
+            }
+        }
+    }
+
+    func stop(drawFinal: Bool) {
+        lock.withLock { finished = true }
+        if drawFinal { draw(final: true) }
+    }
+
+    private func draw(final: Bool) {
+        let bytes = completed
+        let fraction = total == 0 ? 1 : Double(bytes) / Double(total)
+        let width = 30
+        let filled = min(width, Int(fraction * Double(width)))
+        let elapsed = max(CopyProgress.now() - start, 0.001)
+        let rate = Double(bytes) / elapsed / 1_048_576
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        let percent = Int((fraction * 100).rounded(.down))
+        let line = "\r[\(bar)] \(percent)% \(bytes >> 20)/\(total >> 20) MiB \(Int(rate)) MiB/s" + (final ? "\n" : "")
+        _ = line.withCString { fputs($0, stderr) }
+        fflush(stderr)
+    }
+
+    var elapsedSeconds: Double { CopyProgress.now() - start }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,1 +1,0 @@
-// Qcow2Tests: placeholder.
