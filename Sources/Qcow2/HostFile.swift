@@ -41,6 +41,10 @@ final class HostFile: @unchecked Sendable {
 
     deinit { _ = Glibc.close(fd) }
 
+    /// Takes QEMU-compatible writer locks (see `WriterLock`).
+    func lockForWriting() throws { try WriterLock.acquire(fd: fd, path: path) }
+    func unlock() { WriterLock.release(fd: fd) }
+
     /// Current length of the file in bytes.
     func length() throws -> UInt64 {
         var st = stat()
