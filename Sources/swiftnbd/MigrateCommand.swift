@@ -1,7 +1,217 @@
 import ArgumentParser
+import Foundation
+import Logging
+import Migration
+import QMP
 
-// Placeholder: replaced by the module that implements `swiftnbd migrate`.
+/// `swiftnbd migrate`: live-migrates a VM between two QEMUs on hosts without shared storage.
+/// SwiftNBD exports each destination image over TLS, the source mirrors into it, then RAM
+/// moves over a TLS migration stream with the safe switchover ordering (block-migration.md §5).
 struct MigrateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "(not yet available)")
-    func run() throws { throw ValidationError("swiftnbd migrate is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Live-migrate a QEMU VM and its disks to a destination QEMU over NBD+TLS.",
+        discussion: """
+            The destination QEMU must be started with -incoming defer and open each destination image
+            (raw) itself, like the source but paused. This command exports those images with TLS,
+            mirrors the source disks into them, migrates RAM with TLS and pause-before-switchover,
+            finishes the mirrors at pre-switchover, stops the exports and resumes the destination.
+            On any failure before the switchover the source keeps running and the destination is shut down.
+
+            Example:
+              swiftnbd migrate --source-qmp /run/src.qmp --destination-qmp /run/dst.qmp \\
+                --disk vda-format=/images/dst.raw --tls-certificates /etc/pki/qemu
+            """
+    )
+
+    @Option(name: .customLong("source-qmp"), help: ArgumentHelp("QMP Unix socket of the source QEMU.", valueName: "path"))
+    var sourceQMP: String
+
+    @Option(name: .customLong("destination-qmp"), help: ArgumentHelp("QMP Unix socket of the destination QEMU.", valueName: "path"))
+    var destinationQMP: String
+
+    @Option(name: .customLong("disk"), help: ArgumentHelp(
+        "A disk to move: the source block node and the destination image path (repeatable).", valueName: "node=image"))
+    var disks: [String] = []
+
+    @Option(name: .customLong("tls-certificates"), help: ArgumentHelp(
+        "x509 directory in QEMU's layout (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem).", valueName: "dir"))
+    var tlsCertificates: String
+
+    @Option(name: .customLong("tls-authz"), help: ArgumentHelp("Only accept NBD clients whose certificate DN is this (repeatable).", valueName: "dn"))
+    var tlsAuthz: [String] = []
+
+    @Option(name: .customLong("source-tls-creds"), help: ArgumentHelp(
+        "Id of an existing tls-creds-x509 (endpoint=client) object in the source; default: create one from --tls-certificates.", valueName: "id"))
+    var sourceTLSCreds: String?
+
+    @Option(name: .customLong("destination-tls-creds"), help: ArgumentHelp(
+        "Id of an existing tls-creds-x509 (endpoint=server) object in the destination; default: create one from --tls-certificates.", valueName: "id"))
+    var destinationTLSCreds: String?
+
+    @Option(help: ArgumentHelp("Address of the destination side, for the NBD exports and the migration stream.", valueName: "address"))
+    var host = "127.0.0.1"
+
+    @Option(name: .customLong("nbd-port"), help: ArgumentHelp("NBD port for each disk, in order (default: free ports).", valueName: "port"))
+    var nbdPorts: [Int] = []
+
+    @Option(name: .customLong("migration-port"), help: ArgumentHelp("Port of the incoming migration listener (default: a free port).", valueName: "port"))
+    var migrationPort: Int?
+
+    @Option(name: .customLong("export-server"), help: ArgumentHelp(
+        "Who serves the destination images: swiftnbd (a `swiftnbd serve` child), qemu-nbd, or destination-qemu (the destination's own NBD server; for comparison).",
+        valueName: "server"))
+    var exportServer: ExportServer = .swiftnbd
+
+    @Option(name: .customLong("max-bandwidth"), help: ArgumentHelp("RAM migration bandwidth limit in bytes/s (suffixes K, M, G).", valueName: "bytes"))
+    var maxBandwidth: ByteCount?
+
+    @Option(name: .customLong("mirror-speed"), help: ArgumentHelp("Disk mirror speed limit in bytes/s (suffixes K, M, G).", valueName: "bytes"))
+    var mirrorSpeed: ByteCount?
+
+    @Option(name: .customLong("downtime-limit"), help: ArgumentHelp("Maximum downtime QEMU aims for, in milliseconds.", valueName: "ms"))
+    var downtimeLimit: Int64?
+
+    @Flag(name: .customLong("auto-converge"), help: "Throttle the guest's vCPUs if RAM does not converge.")
+    var autoConverge = false
+
+    @Option(name: .customLong("postcopy-after"), help: ArgumentHelp("Switch to post-copy after this many RAM iterations.", valueName: "n"))
+    var postcopyAfter: Int?
+
+    @Option(name: .customLong("multifd-channels"), help: ArgumentHelp("Migrate RAM over this many parallel channels.", valueName: "n"))
+    var multifdChannels: Int?
+
+    @Option(help: ArgumentHelp("Time limit in seconds for each phase (mirror, RAM, final sync, ...).", valueName: "seconds"))
+    var timeout: Double = 600
+
+    @Flag(name: .customLong("no-resume"), help: "Leave the destination paused after the migration.")
+    var noResume = false
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log each step to stderr.")
+    var verbose = false
+
+    enum ExportServer: String, ExpressibleByArgument, CaseIterable {
+        case swiftnbd
+        case qemuNBD = "qemu-nbd"
+        case destinationQEMU = "destination-qemu"
+    }
+
+    /// A byte count with an optional K/M/G/T suffix (powers of 1024).
+    struct ByteCount: ExpressibleByArgument {
+        var value: Int64
+        init?(argument: String) {
+            let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+            var text = argument.uppercased()
+            if text.hasSuffix("B") { text.removeLast() }
+            var multiplier: Int64 = 1
+            if let last = text.last, let unit = units[last] {
+                multiplier = unit
+                text.removeLast()
+            }
+            guard let number = Int64(text), number >= 0 else { return nil }
+            let (product, overflow) = number.multipliedReportingOverflow(by: multiplier)
+            guard !overflow else { return nil }
+            value = product
+        }
+    }
+
+    func validate() throws {
+        guard !disks.isEmpty else { throw ValidationError("give at least one --disk node=image") }
+        for disk in disks {
+            guard let equals = disk.firstIndex(of: "="), equals != disk.startIndex, disk.index(after: equals) != disk.endIndex else {
+                throw ValidationError("--disk wants node=image, got '\(disk)'")
+            }
+        }
+        if !nbdPorts.isEmpty && nbdPorts.count != disks.count {
+            throw ValidationError("give one --nbd-port per --disk (\(disks.count)), or none")
+        }
+        for port in nbdPorts + (migrationPort.map { [$0] } ?? []) where !(1...65535).contains(port) {
+            throw ValidationError("port \(port) is out of range")
+        }
+        if let postcopyAfter, postcopyAfter < 1 { throw ValidationError("--postcopy-after must be at least 1") }
+        if let multifdChannels, !(1...255).contains(multifdChannels) { throw ValidationError("--multifd-channels must be 1...255") }
+        if postcopyAfter != nil && multifdChannels != nil { throw ValidationError("QEMU cannot combine post-copy with multifd") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: tlsCertificates, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("--tls-certificates \(tlsCertificates) is not a directory")
+        }
+    }
+
+    func makePlan() -> MigrationPlan {
+        let parsed = disks.map { disk -> MigrationPlan.Disk in
+            let equals = disk.firstIndex(of: "=")!
+            let image = String(disk[disk.index(after: equals)...])
+            return MigrationPlan.Disk(sourceNode: String(disk[..<equals]),
+                                      destinationImage: URL(fileURLWithPath: image).standardizedFileURL.path)
+        }
+        let directory = URL(fileURLWithPath: tlsCertificates).standardizedFileURL.path
+        var plan = MigrationPlan(disks: parsed, tlsDirectory: directory,
+                                 sourceCredentials: sourceTLSCreds.map { .existing(id: $0) },
+                                 destinationCredentials: destinationTLSCreds.map { .existing(id: $0) })
+        plan.host = host
+        plan.nbdPorts = nbdPorts.isEmpty ? nil : nbdPorts
+        plan.migrationPort = migrationPort
+        plan.tlsAuthorizedDNs = tlsAuthz
+        plan.phaseTimeout = timeout
+        plan.resumeDestination = !noResume
+        plan.tunables.maxBandwidth = maxBandwidth?.value
+        plan.tunables.mirrorSpeed = mirrorSpeed?.value
+        plan.tunables.downtimeLimitMilliseconds = downtimeLimit
+        plan.tunables.autoConverge = autoConverge
+        plan.tunables.postcopyAfterIterations = postcopyAfter
+        plan.tunables.multifdChannels = multifdChannels
+        return plan
+    }
+
+    func makeLauncher() -> any MigrationExportLauncher {
+        switch exportServer {
+        case .swiftnbd:
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            return ProcessExportLauncher(server: .swiftnbd(executable: executable))
+        case .qemuNBD:
+            return ProcessExportLauncher(server: .qemuNBD)
+        case .destinationQEMU:
+            return DestinationQEMUExportLauncher()
+        }
+    }
+
+    func run() throws {
+        var logger = Logger(label: "swiftnbd.migrate") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = verbose ? .info : .warning
+        let plan = makePlan()
+        let outcome: Result<MigrationReport, Error>
+        do {
+            let source = try QMPClient(unixPath: sourceQMP, timeout: 10)
+            let destination = try QMPClient(unixPath: destinationQMP, timeout: 10)
+            let orchestrator = MigrationOrchestrator(plan: plan, source: source, destination: destination,
+                                                     launcher: makeLauncher(), logger: logger)
+            let interrupts = MigrateInterruptWatcher { orchestrator.requestCancel() }
+            defer { interrupts.stop() }
+            outcome = Result { try orchestrator.run() }
+        } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case let .success(report):
+            print(json ? report.json.description : report.text)
+        case let .failure(error):
+            if json {
+                var failure: [String: QMPValue] = ["status": "failed", "error": .string("\(error)")]
+                if let error = error as? MigrationError {
+                    failure["error"] = .string(error.message)
+                    failure["code"] = .string(error.code.rawValue)
+                    failure["phase"] = .string(error.phase.description)
+                    failure["cleanup-problems"] = .array(error.cleanup.map(QMPValue.string))
+                }
+                print(QMPValue.object(failure).description)
+            } else {
+                FileHandle.standardError.write(Data("swiftnbd migrate: \(error)\n".utf8))
+            }
+            throw ExitCode.failure
+        }
+    }
 }

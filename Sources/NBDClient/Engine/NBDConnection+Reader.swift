@@ -147,7 +147,7 @@ extension NBDConnection {
             guard request.coverage.covered == request.length else {
                 let error = NBDClientError(.protocolViolation,
                     "server broke the NBD protocol: READ of \(request.length) bytes at \(request.offset) succeeded with only \(request.coverage.covered) bytes; connection dropped")
-                complete(cookie, .failure(error))
+                // Drop first, so the failing request already sees a dead connection.
                 disconnect(error, fromReader: true)
                 return
             }

@@ -10,6 +10,8 @@ final class MigrationVM: @unchecked Sendable {
     let qmp: QMPClient
     let debugconPath: String
     let qmpPath: String
+    /// A second monitor, for `swiftnbd migrate` (QEMU serves one client per monitor socket).
+    let commandQMPPath: String
 
     /// `-accel kvm -cpu qemu64,-pni` when /dev/kvm can be opened, else TCG with `qemu64`. Both
     /// VMs of a migration must use the same. `SWIFTNBD_MIGRATION_ACCEL=tcg` forces TCG.
@@ -32,10 +34,12 @@ final class MigrationVM: @unchecked Sendable {
          incoming: Bool, paused: Bool = false, machine: String = "pc") throws {
         self.name = name
         qmpPath = dir.file("\(name).qmp")
+        commandQMPPath = dir.file("\(name)-cmd.qmp")
         debugconPath = dir.file("\(name)-debugcon.log")
         var args = ["qemu-system-x86_64", "-name", name, "-machine", machine] + MigrationVM.accelerator + [
             "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", "unix:\(qmpPath),server=on,wait=off",
+            "-qmp", "unix:\(commandQMPPath),server=on,wait=off",
         ]
         if let tls {
             args += ["-object", "tls-creds-x509,id=tls0,dir=\(tls.dir),endpoint=\(tls.endpoint)"

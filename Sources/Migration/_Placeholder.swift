@@ -1,1 +1,0 @@
-// Migration module: placeholder until its first real file lands.

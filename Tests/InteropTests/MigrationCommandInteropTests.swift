@@ -1,0 +1,245 @@
+import Foundation
+import Testing
+import QMP
+
+/// `swiftnbd migrate` end to end: the built binary drives two real QEMUs through the whole
+/// flow, and aborts cleanly when a phase fails.
+@Suite("swiftnbd migrate", .serialized)
+struct MigrationCommandInteropTests {
+    static let tools = Peers.available("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "certtool")
+    /// `--export-server` values: the B1 servers, and the destination QEMU itself (arrangement A).
+    // swiftnbd joins once `swiftnbd serve` is in main.
+    static let exportServers = ["qemu-nbd", "destination-qemu"]
+
+    struct Setup {
+        let dir: TempDir
+        let pki: MigrationPKI
+        let src: String
+        let dst: String
+        let source: MigrationVM
+        let destination: MigrationVM
+
+        init(_ label: String) throws {
+            pki = try MigrationPKI.shared.get()
+            dir = TempDir("migrate-\(label)")
+            src = dir.file("src.raw")
+            dst = dir.file("dst.raw")
+            try MigrationDisks.makeSource(src)
+            try MigrationDisks.makeJunkDestination(dst)
+            destination = try MigrationVM(name: "dst", in: dir, disk: dst, tls: (pki.trusted, "server"), incoming: true)
+            source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
+            try source.waitForGuest()
+        }
+
+        func migrate(_ extra: [String], timeout: Double = 120) throws -> RunResult {
+            try withUnblockedSignals {
+                try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", destination.commandQMPPath,
+                         "--disk", "vda-format=\(dst)", "--tls-certificates", pki.trusted, "--json"] + extra, timeout: timeout)
+            }
+        }
+
+        var context: String { "source qemu:\n\(source.process.log)\ndestination qemu:\n\(destination.process.log)" }
+
+        func shutdown() {
+            source.shutdown()
+            destination.shutdown()
+        }
+    }
+
+    @Test("migrate moves a writing guest and reports times, throughput, downtime and bytes",
+          .enabled(if: tools), .timeLimit(.minutes(2)), arguments: exportServers)
+    func endToEnd(exportServer: String) throws {
+        let setup = try Setup(exportServer)
+        defer { setup.shutdown() }
+        let nbdPort = FreePort.next()
+        let result = try setup.migrate(["--export-server", exportServer, "--nbd-port", String(nbdPort), "--no-resume", "--timeout", "60"])
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        print("[migrate via \(exportServer)] \(report)")
+        #expect(report["status"] == "completed")
+        #expect((report["mirror-bytes"]?.intValue ?? 0) >= Int64(MigrationDisks.size))
+        #expect((report["disk-transferred-bytes"]?.intValue ?? 0) >= Int64(MigrationDisks.size))
+        #expect((report["mirror-bytes-per-second"]?.doubleValue ?? 0) > 0)
+        #expect((report["ram-transferred-bytes"]?.intValue ?? 0) > 0)
+        #expect(report["downtime-ms"]?.intValue != nil)
+        #expect((report["ram-migration-seconds"]?.doubleValue ?? 0) > 0)
+        #expect(report["destination-resumed"] == false)
+        #expect(!canConnect(.tcp(host: "127.0.0.1", port: nbdPort)), "the export must be gone before the guest resumes")
+
+        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
+        #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
+        let sourceTags = try MigrationGuestTags.scan(setup.src)
+        #expect(sourceTags.maxCounter > 0)
+        #expect(try MigrationGuestTags.scan(setup.dst).maxCounter == sourceTags.maxCounter)
+        #expect(try setup.source.qmp.execute("query-block-jobs") == [])
+
+        try setup.destination.qmp.execute("cont")
+        var resumed = try MigrationGuestTags.scan(setup.dst)
+        let deadline = Date().addingTimeInterval(30)
+        while resumed.maxCounter <= sourceTags.maxCounter && Date() < deadline {
+            usleep(100_000)
+            resumed = try MigrationGuestTags.scan(setup.dst)
+        }
+        #expect(resumed.maxCounter > sourceTags.maxCounter, "destination guest did not continue: \(resumed)\n\(setup.context)")
+    }
+
+    @Test("migrate resumes the destination itself and prints a text report by default",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func resumesDestination() throws {
+        let setup = try Setup("resume")
+        defer { setup.shutdown() }
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", setup.source.commandQMPPath,
+                     "--destination-qmp", setup.destination.commandQMPPath, "--disk", "vda-format=\(setup.dst)",
+                     "--tls-certificates", setup.pki.trusted, "--export-server", "qemu-nbd",
+                     "--downtime-limit", "300", "--max-bandwidth", "1G", "--multifd-channels", "2", "--auto-converge"], timeout: 120)
+        }
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        #expect(result.stdout.contains("migration completed via qemu-nbd"))
+        #expect(result.stdout.contains("downtime"))
+        #expect(try setup.destination.qmp.execute("query-status")["status"] == "running")
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "postmigrate")
+        let parameters = try setup.source.qmp.execute("query-migrate-parameters")
+        #expect(parameters["downtime-limit"]?.intValue == 300)
+        #expect(parameters["max-bandwidth"]?.intValue == 1 << 30)
+        #expect(parameters["multifd-channels"]?.intValue == 2)
+        let capabilities = try setup.source.qmp.execute("query-migrate-capabilities").arrayValue ?? []
+        #expect(capabilities.contains { $0["capability"] == "auto-converge" && $0["state"] == true })
+        #expect(capabilities.contains { $0["capability"] == "multifd" && $0["state"] == true })
+    }
+
+    @Test("a mirror that misses its time limit is aborted: source keeps running, nothing is left behind",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func abortLeavesSourceRunning() throws {
+        let setup = try Setup("abort")
+        defer { setup.shutdown() }
+        let nbdPort = FreePort.next()
+        let before = try MigrationGuestTags.scan(setup.src)
+        // 1 MiB/s cannot copy 256 MiB within 3 s.
+        let result = try setup.migrate(["--export-server", "qemu-nbd", "--nbd-port", String(nbdPort),
+                                        "--mirror-speed", "1M", "--timeout", "3"])
+        #expect(result.status == 1, "\(result)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        #expect(report["status"] == "failed")
+        #expect(report["code"] == "timed out")
+        #expect(report["phase"] == "mirroring the disks")
+        #expect(report["cleanup-problems"] == [], "\(report)")
+
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "running")
+        #expect(try setup.source.qmp.execute("query-block-jobs") == [])
+        let nodes = try setup.source.qmp.execute("query-named-block-nodes").arrayValue?.compactMap { $0["node-name"]?.stringValue } ?? []
+        #expect(!nodes.contains { $0.hasPrefix("swnbd-mig") }, "\(nodes)")
+        #expect(!canConnect(.tcp(host: "127.0.0.1", port: nbdPort)), "export still listening")
+        #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be torn down")
+        var after = try MigrationGuestTags.scan(setup.src)
+        let deadline = Date().addingTimeInterval(20)
+        while after.maxCounter <= before.maxCounter && Date() < deadline {
+            usleep(100_000)
+            after = try MigrationGuestTags.scan(setup.src)
+        }
+        #expect(after.maxCounter > before.maxCounter, "the source guest should keep writing: \(after)")
+    }
+
+    @Test("Ctrl-C during the mirror aborts cleanly and the source keeps running",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func interruptAborts() throws {
+        let setup = try Setup("interrupt")
+        defer { setup.shutdown() }
+        let output = setup.dir.file("migrate.out")
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Peers.swiftnbd)
+        process.arguments = ["migrate", "--source-qmp", setup.source.commandQMPPath, "--destination-qmp", setup.destination.commandQMPPath,
+                             "--disk", "vda-format=\(setup.dst)", "--tls-certificates", setup.pki.trusted, "--json",
+                             "--export-server", "qemu-nbd", "--mirror-speed", "1M", "--timeout", "60"]
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        process.standardError = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+
+        // Interrupt once the mirror job exists.
+        let deadline = Date().addingTimeInterval(30)
+        while (try setup.source.qmp.execute("query-block-jobs")) == [] && Date() < deadline && process.isRunning { usleep(50_000) }
+        try #require(try setup.source.qmp.execute("query-block-jobs") != [], "the mirror never started")
+        kill(process.processIdentifier, SIGINT)
+        let exitDeadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < exitDeadline { usleep(20_000) }
+        try #require(!process.isRunning, "migrate did not stop after SIGINT")
+        #expect(process.terminationStatus == 1)
+        let report = try QMPValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: output))))
+        #expect(report["code"] == "interrupted", "\(report)")
+        #expect(report["cleanup-problems"] == [], "\(report)")
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "running")
+        #expect(try setup.source.qmp.execute("query-block-jobs") == [])
+        #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be torn down")
+    }
+
+    @Test("post-copy after the first iteration still moves disk and RAM intact",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func postcopy() throws {
+        let setup = try Setup("postcopy")
+        defer { setup.shutdown() }
+        // A slow RAM stream keeps pre-copy busy long enough to switch to post-copy.
+        let result = try setup.migrate(["--export-server", "qemu-nbd", "--postcopy-after", "1", "--max-bandwidth", "2M",
+                                        "--no-resume", "--timeout", "60"])
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        print("[migrate post-copy] \(report)")
+        #expect(report["postcopy"] == true)
+        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
+        #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
+        try setup.destination.qmp.execute("cont")
+        #expect(try setup.destination.qmp.execute("query-status")["status"] == "running")
+    }
+
+    @Test("a destination that is not waiting for a migration is refused before anything changes",
+          .enabled(if: tools), .timeLimit(.minutes(1)))
+    func destinationNotIncoming() throws {
+        let pki = try MigrationPKI.shared.get()
+        let dir = TempDir("migrate-preflight")
+        let src = dir.file("src.raw"), other = dir.file("other.raw")
+        try MigrationDisks.makeSource(src)
+        try MigrationDisks.makeJunkDestination(other, size: 64 << 20)
+        let source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
+        let running = try MigrationVM(name: "other", in: dir, disk: other, tls: (pki.trusted, "server"), incoming: false, paused: true)
+        defer { source.shutdown(); running.shutdown() }
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", running.commandQMPPath,
+                     "--disk", "vda-format=\(other)", "--tls-certificates", pki.trusted, "--export-server", "qemu-nbd"], timeout: 60)
+        }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("expected inmigrate"), "\(result)")
+        #expect(try source.qmp.execute("query-status")["status"] == "running")
+        #expect(try source.qmp.execute("query-migrate")["status"] == nil)
+        #expect(running.process.isRunning, "a VM that was not part of a migration must not be shut down")
+        let objects = try source.qmp.execute("qom-list", ["path": "/objects"]).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        #expect(!objects.contains("swiftnbd-migrate-tls"), "\(objects)")
+    }
+
+    @Test("bad arguments are refused with a clear message before touching any VM")
+    func validation() throws {
+        let cases: [([String], String)] = [
+            (["--disk", "novalue"], "node=image"),
+            (["--disk", "a=/x", "--nbd-port", "1", "--nbd-port", "2"], "one --nbd-port per --disk"),
+            (["--disk", "a=/x", "--postcopy-after", "2", "--multifd-channels", "2"], "post-copy"),
+            (["--disk", "a=/x", "--max-bandwidth", "lots"], "max-bandwidth"),
+            ([], "--disk"),
+        ]
+        let dir = TempDir("migrate-args")
+        for (arguments, message) in cases {
+            let result = try run([Peers.swiftnbd, "migrate", "--source-qmp", dir.file("s"), "--destination-qmp", dir.file("d"),
+                                  "--tls-certificates", dir.path] + arguments)
+            #expect(result.status == 64, "\(arguments): \(result)")
+            #expect(result.stderr.contains(message), "\(arguments): \(result)")
+        }
+    }
+
+    @Test("an unreachable QMP socket is a clear error")
+    func missingSocket() throws {
+        let dir = TempDir("migrate-nosocket")
+        let result = try run([Peers.swiftnbd, "migrate", "--source-qmp", dir.file("none.qmp"), "--destination-qmp", dir.file("d.qmp"),
+                              "--disk", "vda=/nonexistent", "--tls-certificates", dir.path], timeout: 60)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("none.qmp"), "\(result)")
+    }
+}
