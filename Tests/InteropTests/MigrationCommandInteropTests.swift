@@ -192,6 +192,30 @@ struct MigrationCommandInteropTests {
         #expect(try setup.destination.qmp.execute("query-status")["status"] == "running")
     }
 
+    @Test("a destination that is not waiting for a migration is refused before anything changes",
+          .enabled(if: tools), .timeLimit(.minutes(1)))
+    func destinationNotIncoming() throws {
+        let pki = try MigrationPKI.shared.get()
+        let dir = TempDir("migrate-preflight")
+        let src = dir.file("src.raw"), other = dir.file("other.raw")
+        try MigrationDisks.makeSource(src)
+        try MigrationDisks.makeJunkDestination(other, size: 64 << 20)
+        let source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
+        let running = try MigrationVM(name: "other", in: dir, disk: other, tls: (pki.trusted, "server"), incoming: false, paused: true)
+        defer { source.shutdown(); running.shutdown() }
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", running.commandQMPPath,
+                     "--disk", "vda-format=\(other)", "--tls-certificates", pki.trusted, "--export-server", "qemu-nbd"], timeout: 60)
+        }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("expected inmigrate"), "\(result)")
+        #expect(try source.qmp.execute("query-status")["status"] == "running")
+        #expect(try source.qmp.execute("query-migrate")["status"] == nil)
+        #expect(running.process.isRunning, "a VM that was not part of a migration must not be shut down")
+        let objects = try source.qmp.execute("qom-list", ["path": "/objects"]).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        #expect(!objects.contains("swiftnbd-migrate-tls"), "\(objects)")
+    }
+
     @Test("bad arguments are refused with a clear message before touching any VM")
     func validation() throws {
         let cases: [([String], String)] = [
