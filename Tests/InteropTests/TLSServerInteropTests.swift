@@ -101,14 +101,19 @@ struct TLSServerInteropTests {
           .enabled(if: Peers.available("qemu-img")))
     func clientTrustsOtherCA() throws {
         let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
-        let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
+        let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
         defer { serve.stop() }
-        let result = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try other.clientDirectory(), endpoint: "client"),
+        let result = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try other.clientDirectory(withClientCertificate: false), endpoint: "client"),
                               "--image-opts", imageOpts(serve)])
         #expect(!result.succeeded, "\(result)")
-        #expect(result.stderr.lowercased().contains("certificate"), "\(result)")
+        #expect(result.stderr.contains("known issuer"), "\(result)")
+        // QEMU checks the chain after the handshake and just closes; GnuTLS clients (ours)
+        // reject inside the handshake with an alert the server can name.
+        let ours = try run([Peers.swiftnbd, "info", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(try other.clientDirectory(withClientCertificate: false, name: "ours"))"])
+        #expect(!ours.succeeded)
+        #expect(ours.stderr.contains("server certificate is not trusted: signed by an unknown CA"), "\(ours)")
         serve.stop()
-        #expect(serve.log.contains("rejected the server certificate") || serve.log.contains("TLS"), "\(serve.log)")
+        #expect(serve.log.contains("the client rejected the server certificate"), "\(serve.log)")
     }
 
     @Test("a client without a certificate is refused and the server says why",
@@ -149,11 +154,13 @@ struct TLSServerInteropTests {
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--tls-authz", "CN=desktop,O=SwiftNBD"])
         defer { serve.stop() }
         let denied = try run(["nbdinfo", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(client)"])
-        #expect(!denied.succeeded)
-        #expect(denied.stderr.contains("is not authorized"), "\(denied)")
+        // libnbd 1.14 reports ERR_POLICY without the server's text; the server log has it.
+        #expect(!denied.succeeded, "\(denied)")
         let ours = try run([Peers.swiftnbd, "info", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(client)"])
         #expect(!ours.succeeded)
         #expect(ours.stderr.contains("client certificate DN 'CN=laptop,O=SwiftNBD' is not authorized"), "\(ours)")
+        serve.stop()
+        #expect(serve.log.contains("client certificate DN 'CN=laptop,O=SwiftNBD' is not authorized"), "\(serve.log)")
     }
 
     @Test("PSK: an unknown identity and a wrong key are refused and named in the server log",
