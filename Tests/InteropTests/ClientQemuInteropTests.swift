@@ -86,7 +86,7 @@ struct ClientQemuInteropTests {
         let copy = try P.swiftnbd(["copy", uri, out])
         #expect(copy.succeeded, "\(copy)\n\(server.log)")
         let reference = dir.file("ref.raw")
-        #expect(try run(["qemu-img", "convert", "-O", "raw", image, reference]).succeeded)
+        #expect(try run(["qemu-img", "convert", "-U", "-O", "raw", image, reference]).succeeded)
         #expect(filesEqual(out, reference))
 
         let ours = try P.swiftnbd(["info", "--map", uri])
@@ -188,7 +188,7 @@ struct ClientQemuInteropTests {
         #expect(filesEqual(source, back))
         server.stop()
         let reference = dir.file("ref.raw")
-        #expect(try run(["qemu-img", "convert", "-O", "raw", image, reference]).succeeded)
+        #expect(try run(["qemu-img", "convert", "-U", "-O", "raw", image, reference]).succeeded)
         #expect(filesEqual(source, reference))
     }
 
