@@ -29,6 +29,7 @@ public final class MigrationOrchestrator: @unchecked Sendable {
     private var addedFormatNodes: [String] = []
     private var liveJobs: Set<String> = []
     private var migrateStarted = false
+    private var incomingStarted = false
     private var continued = false
     private var sourceWasRunning = false
 
@@ -146,6 +147,7 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         if let channels = plan.tunables.multifdChannels { parameters["multifd-channels"] = .int(Int64(channels)) }
         try destination.execute("migrate-set-parameters", parameters)
         let port = try plan.migrationPort ?? MigrationNetwork.freePort(host: plan.host)
+        incomingStarted = true
         try destination.execute("migrate-incoming", ["uri": .string(plan.migrationURI(port: port))])
         migrationURI = plan.migrationURI(port: port)
     }
@@ -402,8 +404,10 @@ public final class MigrationOrchestrator: @unchecked Sendable {
             attempt("stopping export \(export.exportName)") { try export.stop() }
         }
         if !(continued && destinationFinished) {
-            // The destination never ran the guest: tear it down so nothing can start it by mistake.
-            if destination.isConnected {
+            // The destination never ran the guest but may hold a partial copy: once it was
+            // told to listen, tear it down so nothing can start it by mistake. A VM we did
+            // not get that far with is left alone.
+            if incomingStarted && destination.isConnected {
                 attempt("quit destination") { try destination.execute("quit", timeout: 10) }
             }
             if sourceWasRunning, source.isConnected {

@@ -49,6 +49,7 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>) throws {
         self.path = path
         let file = try HostFile(path: path, writable: writable)
+        if writable { try file.lockForWriting() }
         let fileLength = try file.length()
         // Cluster 0 holds the header, extensions and backing name; 2 MiB is the largest cluster.
         let headBytes = try file.readExactly(Int(min(fileLength, 2 << 20)), at: 0, what: "header")
@@ -120,6 +121,7 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         if wasClosed || !writable { return }
         // Apply the deferred refcount decrements (after a sync), then make them durable too,
         // so a clean close leaves exact refcounts.
+        defer { file.unlock() }
         try syncAndReleasePending()
         try file.sync()
     }

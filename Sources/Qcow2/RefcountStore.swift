@@ -50,11 +50,10 @@ final class RefcountStore {
     private func setExisting(_ cluster: UInt64, _ value: UInt64) throws {
         let ti = Int(cluster / g.refcountsPerBlock)
         let index = Int(cluster % g.refcountsPerBlock)
-        var block = try loadBlock(ti)
-        Self.write(&block, index: index, bits: g.refcountBits, value: value)
-        blocks[ti] = block
+        _ = try loadBlock(ti)
+        Self.write(&blocks[ti]!, index: index, bits: g.refcountBits, value: value)  // in place, no copy
         let (start, length) = Self.byteRange(index: index, bits: g.refcountBits)
-        try file.write(Array(block[start..<start + length]), at: table[ti] + UInt64(start))
+        try file.write(Array(blocks[ti]![start..<start + length]), at: table[ti] + UInt64(start))
     }
 
     /// +1 on a cluster (creating its refcount block if needed).

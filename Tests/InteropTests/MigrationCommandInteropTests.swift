@@ -140,6 +140,82 @@ struct MigrationCommandInteropTests {
         #expect(after.maxCounter > before.maxCounter, "the source guest should keep writing: \(after)")
     }
 
+    @Test("Ctrl-C during the mirror aborts cleanly and the source keeps running",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func interruptAborts() throws {
+        let setup = try Setup("interrupt")
+        defer { setup.shutdown() }
+        let output = setup.dir.file("migrate.out")
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Peers.swiftnbd)
+        process.arguments = ["migrate", "--source-qmp", setup.source.commandQMPPath, "--destination-qmp", setup.destination.commandQMPPath,
+                             "--disk", "vda-format=\(setup.dst)", "--tls-certificates", setup.pki.trusted, "--json",
+                             "--export-server", "qemu-nbd", "--mirror-speed", "1M", "--timeout", "60"]
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        process.standardError = FileHandle.nullDevice
+        try withUnblockedSignals { try process.run() }
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+
+        // Interrupt once the mirror job exists.
+        let deadline = Date().addingTimeInterval(30)
+        while (try setup.source.qmp.execute("query-block-jobs")) == [] && Date() < deadline && process.isRunning { usleep(50_000) }
+        try #require(try setup.source.qmp.execute("query-block-jobs") != [], "the mirror never started")
+        kill(process.processIdentifier, SIGINT)
+        let exitDeadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < exitDeadline { usleep(20_000) }
+        try #require(!process.isRunning, "migrate did not stop after SIGINT")
+        #expect(process.terminationStatus == 1)
+        let report = try QMPValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: output))))
+        #expect(report["code"] == "interrupted", "\(report)")
+        #expect(report["cleanup-problems"] == [], "\(report)")
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "running")
+        #expect(try setup.source.qmp.execute("query-block-jobs") == [])
+        #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be torn down")
+    }
+
+    @Test("post-copy after the first iteration still moves disk and RAM intact",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func postcopy() throws {
+        let setup = try Setup("postcopy")
+        defer { setup.shutdown() }
+        // A slow RAM stream keeps pre-copy busy long enough to switch to post-copy.
+        let result = try setup.migrate(["--export-server", "qemu-nbd", "--postcopy-after", "1", "--max-bandwidth", "2M",
+                                        "--no-resume", "--timeout", "60"])
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        print("[migrate post-copy] \(report)")
+        #expect(report["postcopy"] == true)
+        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
+        #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
+        try setup.destination.qmp.execute("cont")
+        #expect(try setup.destination.qmp.execute("query-status")["status"] == "running")
+    }
+
+    @Test("a destination that is not waiting for a migration is refused before anything changes",
+          .enabled(if: tools), .timeLimit(.minutes(1)))
+    func destinationNotIncoming() throws {
+        let pki = try MigrationPKI.shared.get()
+        let dir = TempDir("migrate-preflight")
+        let src = dir.file("src.raw"), other = dir.file("other.raw")
+        try MigrationDisks.makeSource(src)
+        try MigrationDisks.makeJunkDestination(other, size: 64 << 20)
+        let source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
+        let running = try MigrationVM(name: "other", in: dir, disk: other, tls: (pki.trusted, "server"), incoming: false, paused: true)
+        defer { source.shutdown(); running.shutdown() }
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", running.commandQMPPath,
+                     "--disk", "vda-format=\(other)", "--tls-certificates", pki.trusted, "--export-server", "qemu-nbd"], timeout: 60)
+        }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("expected inmigrate"), "\(result)")
+        #expect(try source.qmp.execute("query-status")["status"] == "running")
+        #expect(try source.qmp.execute("query-migrate")["status"] == nil)
+        #expect(running.process.isRunning, "a VM that was not part of a migration must not be shut down")
+        let objects = try source.qmp.execute("qom-list", ["path": "/objects"]).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        #expect(!objects.contains("swiftnbd-migrate-tls"), "\(objects)")
+    }
+
     @Test("bad arguments are refused with a clear message before touching any VM")
     func validation() throws {
         let cases: [([String], String)] = [

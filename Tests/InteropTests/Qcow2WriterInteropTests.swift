@@ -136,6 +136,27 @@ struct Qcow2WriterInteropTests {
         #expect(tableClusters > 1, "refcount table did not grow")
     }
 
+    @Test("an image open for writing is locked against qemu-io, and released on close",
+          .enabled(if: Peers.available("qemu-io")))
+    func lockedWhileOpen() throws {
+        let dir = TempDir("qcow2-lock")
+        let path = dir.file("l.qcow2")
+        try Qcow2Creator.create(at: path, options: Qcow2CreateOptions(size: 1 << 20))
+        let image = try Qcow2Image(path: path)
+        let busy = try run(["qemu-io", "-f", "qcow2", "-c", "write 0 4k", path])
+        #expect(!busy.succeeded && busy.stderr.contains("lock"), "\(busy)")
+        try image.close()
+        let free = try run(["qemu-io", "-f", "qcow2", "-c", "write 0 4k", path])
+        #expect(free.succeeded, "\(free)")
+        // And the other way round: we refuse an image qemu is writing.
+        let holder = try ServerProcess(["qemu-nbd", "-f", "qcow2", "--socket=\(dir.file("s.sock"))", path],
+                                       listener: .unix(path: dir.file("s.sock")))
+        defer { holder.stop() }
+        let error = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
+        #expect(error.code == .locked, "\(error)")
+        _ = try Qcow2Image(path: path, readOnly: true)
+    }
+
     @Test("images we create open in qemu-img with the expected header", .enabled(if: Peers.available("qemu-img")))
     func createdImagesAreValid() throws {
         let dir = TempDir("qcow2-create")

@@ -42,6 +42,38 @@ struct TLSSessionTests {
         try exchange(serverSide.session, clientSession)
     }
 
+    @Test("TLS 1.2 works for x509 and PSK when the server caps the version")
+    func tls12() throws {
+        let pki = try TestPKI()
+        let x509Server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), priority: "NORMAL:-VERS-TLS1.3"))
+        let x509Client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
+        let a = handshake(server: x509Server, client: x509Client)
+        let aSession = try a.client.get()
+        #expect(aSession.connectionSummary.hasPrefix("TLS1.2"), "\(aSession.connectionSummary)")
+        try exchange(try a.server.get().session, aSession)
+
+        let pskServer = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile),
+                                                                    priority: TLSPriority.psk + ":-VERS-TLS1.3"))
+        let pskClient = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
+        let b = handshake(server: pskServer, client: pskClient, hostname: nil)
+        let bSession = try b.client.get()
+        #expect(bSession.connectionSummary.hasPrefix("TLS1.2"), "\(bSession.connectionSummary)")
+        #expect(try b.server.get().peerIdentity == "alice")
+        try exchange(try b.server.get().session, bSession)
+    }
+
+    @Test("TLS 1.2: a wrong PSK key fails on both ends")
+    func tls12WrongPSK() throws {
+        let pki = try TestPKI()
+        let scratch = Scratch()
+        let wrong = try scratch.write("alice.psk", "alice:" + String(repeating: "cd", count: 32) + "\n")
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), priority: TLSPriority.psk + ":-VERS-TLS1.3"))
+        let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: wrong, username: "alice")))
+        let result = handshake(server: server, client: client, hostname: nil)
+        #expect(result.server.tlsError?.code == .psk, "\(String(describing: result.server.error))")
+        #expect(result.client.error != nil)
+    }
+
     @Test("a client trusting another CA refuses the server: signed by an unknown CA")
     func wrongCA() throws {
         let pki = try TestPKI(), other = try TestPKI()
