@@ -55,13 +55,7 @@ final class ClientConnection: @unchecked Sendable {
         guard setPhase(.transmission, onlyFrom: .negotiating) else { return }
         writableClient = export.isWritable
         server.registry.enteredTransmission(self, writable: writableClient)
-        let context = TransmissionContext(
-            exportName: session.exportName, device: export.device, writable: export.isWritable,
-            flags: session.transmissionFlags, framing: ReplyFraming(session.replyForm),
-            requestForm: session.requestForm,
-            baseAllocationContextID: session.contextID(for: .baseAllocation),
-            allocationDepthContextID: session.contextID(for: .allocationDepth),
-            blockSizes: session.blockSizes)
+        let context = TransmissionContext(session: session, device: export.device)
         logger.info("transmission on '\(session.exportName)' (\(session.replyForm), flags \(session.transmissionFlags)\(session.tlsActive ? ", TLS" : "")\(session.peerIdentity.map { ", peer \($0)" } ?? ""))")
         let socket = self.socket
         let driver = TransmissionDriver(
@@ -106,12 +100,3 @@ final class ClientConnection: @unchecked Sendable {
     }
 }
 
-extension ReplyFraming {
-    init(_ form: ReplyForm) {
-        switch form {
-        case .simple: self = .simple
-        case .structured: self = .structured
-        case .extended: self = .extended
-        }
-    }
-}

@@ -1,19 +1,16 @@
 import BlockDevices
 import NBDProtocol
 
-/// Everything the transmission phase needs, fixed when negotiation ends.
+/// Everything the transmission phase needs, fixed when negotiation ends: what was negotiated
+/// (from the state machine) and the device behind the chosen export.
 struct TransmissionContext: Sendable {
-    var exportName: String
+    var session: NegotiatedSession
     var device: any BlockDevice
-    var writable: Bool
-    /// The flags the client was given (SEND_DF included when structured replies are on).
-    var flags: TransmissionFlags
-    var framing: ReplyFraming
-    var requestForm: NBDRequest.Form
-    /// Context ids the client selected with SET_META_CONTEXT for this export (nil: not selected).
-    var baseAllocationContextID: UInt32?
-    var allocationDepthContextID: UInt32?
-    var blockSizes: NBDBlockSizes
 
-    var hasMetaContexts: Bool { baseAllocationContextID != nil || allocationDepthContextID != nil }
+    var exportName: String { session.exportName }
+    var replyForm: ReplyForm { session.replyForm }
+    var requestForm: NBDRequest.Form { session.requestForm }
+    var validator: RequestValidator { RequestValidator(session: session) }
+    var baseAllocationContextID: UInt32? { session.contextID(for: .baseAllocation) }
+    var allocationDepthContextID: UInt32? { session.contextID(for: .allocationDepth) }
 }

@@ -20,8 +20,7 @@ final class TransmissionDriver: @unchecked Sendable {
     private let workers: RequestWorkers
     let sender: ReplySender
     private let payloads = PayloadBufferPool()
-    /// Largest WRITE payload drained (rather than disconnecting) when the request is refused.
-    static let maximumDrain: UInt64 = 64 << 20
+    private let validator: RequestValidator
 
     init(context: TransmissionContext, stream: any ByteStream, logger: Logger,
          maxThreads: Int, inFlightLimit: Int, onSendFailure: @escaping @Sendable (any Error) -> Void) {
@@ -29,7 +28,8 @@ final class TransmissionDriver: @unchecked Sendable {
         self.stream = stream
         self.logger = logger
         workers = RequestWorkers(maxThreads: maxThreads, inFlightLimit: inFlightLimit, name: "nbd-worker")
-        sender = ReplySender(stream: stream, framing: context.framing, onFailure: onSendFailure)
+        sender = ReplySender(stream: stream, form: context.replyForm, onFailure: onSendFailure)
+        validator = context.validator
     }
 
     /// Serves requests until the client disconnects or breaks the protocol; every request
@@ -55,18 +55,16 @@ final class TransmissionDriver: @unchecked Sendable {
                 return .protocolViolation("undecodable request header: \(error)")
             }
             let payloadLength = request.payloadLength(form: context.requestForm)
-            switch RequestCheck.check(request, payloadLength: payloadLength, context: context) {
+            switch validator.validate(request) {
             case let .disconnect(reason):
                 return .protocolViolation(reason)
-            case let .reject(error, message):
+            case let .reply(error, message):
                 logger.debug("refusing \(request.command) cookie \(request.cookie): \(message)")
-                if payloadLength > 0 {
-                    guard payloadLength <= Self.maximumDrain, drain(payloadLength) else { return .connectionClosed }
-                }
-                sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message,
-                                 structuredRequired: request.command == .read || request.command == .blockStatus)
+                // The validator bounded the payload by its drain limit.
+                if payloadLength > 0 && !drain(payloadLength) { return .connectionClosed }
+                sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message)
                 continue
-            case .accept:
+            case .valid:
                 break
             }
             if request.command == .disconnect { return .clientDisconnected }
@@ -134,8 +132,9 @@ final class TransmissionDriver: @unchecked Sendable {
             case .cache:
                 try device.cache(offset: request.offset, length: request.length)
             default:
+                // Unreachable: the validator refuses unknown commands.
                 sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: .EINVAL,
-                                 message: "unsupported command \(request.command)", structuredRequired: false)
+                                 message: "unsupported command \(request.command)")
                 return
             }
             sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
@@ -145,8 +144,7 @@ final class TransmissionDriver: @unchecked Sendable {
                 logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
             }
             sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
-                             message: String(describing: error),
-                             structuredRequired: request.command == .read || request.command == .blockStatus)
+                             message: String(describing: error))
         }
     }
 }

@@ -16,16 +16,21 @@ struct TransmissionDriverTests {
         let device: any BlockDevice
     }
 
+    enum Framing { case simple, structured, extended }
+
     func start(device: any BlockDevice = MemoryDevice(size: 1 << 20, chunkSize: 4096), writable: Bool = true,
-               framing: ReplyFraming = .structured, contexts: Bool = true) throws -> Harness {
+               framing: Framing = .structured, contexts: Bool = true) throws -> Harness {
         let (serverFD, clientFD) = try makeSocketPair()
-        var flags = TransmissionFlags.derived(from: device.capabilities, writable: writable, multiConnAllowed: true)
-        if framing != .simple { flags.insert(.sendDF) }
-        let context = TransmissionContext(
-            exportName: "test", device: device, writable: writable, flags: flags, framing: framing,
-            requestForm: framing == .extended ? .extended : .compact,
-            baseAllocationContextID: contexts ? 1 : nil, allocationDepthContextID: nil,
-            blockSizes: .serverDefault)
+        let export = ExportDescriptor(
+            name: "test", size: device.size,
+            transmissionFlags: .derived(from: device.capabilities, writable: writable, multiConnAllowed: true))
+        let session = NegotiatedSession(
+            export: export, structuredReplies: framing != .simple, extendedHeaders: framing == .extended,
+            metaContexts: contexts && framing != .simple ? [NBDMetaContext.baseAllocation.contextID: .baseAllocation] : [:],
+            clientRequestedBlockSizes: false,
+            transmissionFlags: export.advertisedFlags(structuredOrExtended: framing != .simple),
+            clientFlags: [.fixedNewstyle, .noZeroes], tlsActive: false, peerIdentity: nil)
+        let context = TransmissionContext(session: session, device: device)
         let stream = SocketStream(fd: serverFD)
         let driver = TransmissionDriver(context: context, stream: stream, logger: Logger(label: "test"),
                                         maxThreads: 4, inFlightLimit: 8, onSendFailure: { _ in })
@@ -77,7 +82,7 @@ struct TransmissionDriverTests {
         let chunks = try h.peer.chunks()
         #expect(chunks.count == 1)
         let status = try BlockStatusChunkPayload(decoding: chunks[0].payload, form: .compact)
-        #expect(status.contextID == 1)
+        #expect(status.contextID == NBDMetaContext.baseAllocation.contextID)
         #expect(status.extents == [
             BlockStatusExtent(length: 8192, flags: 3), BlockStatusExtent(length: 8192, flags: 0),
             BlockStatusExtent(length: 16384, flags: 3),
