@@ -1,7 +1,198 @@
 import ArgumentParser
+import BlockDevices
+import Foundation
+import Logging
+import NBDProtocol
+import NBDServer
 
-// Placeholder: replaced by the module that implements `swiftnbd serve`.
+/// `swiftnbd serve`: export disk images over NBD, with qemu-nbd's defaults
+/// (port 10809, export name "").
 struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(not yet available)")
-    func run() throws { throw ValidationError("swiftnbd serve is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve disk images over NBD.",
+        discussion: """
+            One image:      swiftnbd serve disk.img --name disk --port 10809
+            Several images: swiftnbd serve --export disk=/images/a.img,desc=System disk \\
+                                           --export data=/images/b.img,ro
+            --export takes NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]; desc= must be last
+            (the rest of the value, commas included, is the description). IMAGE/--name/--description
+            add one more export. An empty name in a client's request selects the first export.
+
+            Listens on TCP (all addresses, or --bind ADDR) unless --unix PATH is given; under
+            systemd socket activation (LISTEN_FDS) it serves the inherited sockets instead.
+            SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, exit 0.
+            SIGHUP: reload TLS credentials.
+            """)
+
+    @Argument(help: "Image file or block device to serve.")
+    var image: String?
+
+    @Option(name: [.customShort("x"), .long], help: "Export name of IMAGE.")
+    var name: String = ""
+
+    @Option(name: [.customShort("D"), .long], help: "Description of IMAGE's export (shown by nbdinfo --list).")
+    var description: String?
+
+    @Option(name: [.customShort("e"), .customLong("export")], help: "Add an export: NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT] (repeatable).")
+    var exports: [String] = []
+
+    @Option(name: [.short, .long], help: "TCP port.")
+    var port: Int = 10809
+
+    @Option(name: [.customShort("b"), .long], help: "Address to bind (default: all local addresses, IPv4 and IPv6).")
+    var bind: String?
+
+    @Option(name: [.customShort("k"), .long], help: "Listen on this Unix socket instead of TCP.")
+    var unix: String?
+
+    @Flag(name: [.customShort("r"), .long], help: "Refuse writes (all exports).")
+    var readOnly = false
+
+    @Option(name: [.short, .long], help: "Image format: \(ImageFormat.names).")
+    var format: String = "raw"
+
+    @Option(name: .long, help: "Refuse connections beyond this many (1 also withdraws multi-conn).")
+    var maxConnections: Int = 100
+
+    @Option(name: .long, help: "Seconds a client may take to reach transmission; 0 = no limit.")
+    var handshakeTimeout: Double = 10
+
+    @Flag(name: .long, help: "Exit (after flushing) when the last client of a writable export disconnects.")
+    var exitOnDisconnect = false
+
+    @Flag(name: .shortAndLong, help: "Log every negotiated option and connection event.")
+    var verbose = false
+
+    @OptionGroup var tls: TLSServerOptions
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard handshakeTimeout >= 0, handshakeTimeout <= 3600 else {
+            throw ValidationError("--handshake-timeout must be between 0 and 3600 seconds")
+        }
+        if image == nil && exports.isEmpty { throw ValidationError("give an IMAGE to serve, or --export NAME=PATH") }
+        if image == nil && description != nil { throw ValidationError("--description describes IMAGE; with --export use desc=TEXT") }
+        for spec in exports {
+            do { _ = try ExportSpec(parsing: spec) } catch let error as ExportSpec.ParseError {
+                throw ValidationError(error.description)
+            }
+        }
+    }
+
+    func run() throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        var logger = Logger(label: "swiftnbd")
+        logger.logLevel = verbose ? .debug : .info
+
+        do {
+            try serve(logger: logger)
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("swiftnbd: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func serve(logger: Logger) throws {
+        let specs = try exportSpecs()
+        var opened: [ExportConfiguration] = []
+        do {
+            for spec in specs {
+                let readOnly = readOnly || spec.readOnly
+                let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly)
+                opened.append(ExportConfiguration(name: spec.name, description: spec.description, device: device,
+                                                  readOnly: readOnly, tlsOnly: spec.tlsOnly))
+            }
+        } catch {
+            for export in opened { try? export.device.close() }
+            throw error
+        }
+
+        let provider = try tls.makeProvider()
+        let configuration = ServerConfiguration(
+            listenAddresses: try listenAddresses(), exports: opened,
+            maxConnections: maxConnections, handshakeTimeout: handshakeTimeout,
+            tlsMode: tls.effectiveMode.serverMode, tlsProvider: provider,
+            exitOnDisconnect: exitOnDisconnect)
+        let server: NBDServer
+        do {
+            server = try NBDServer(configuration: configuration, logger: logger)
+            try server.start()
+        } catch {
+            for export in opened { try? export.device.close() }
+            throw error
+        }
+
+        let shutdownRequested = ShutdownLatch()
+        _ = try SignalWatcher { event in
+            switch event {
+            case let .terminate(signal):
+                if shutdownRequested.firstTime() {
+                    logger.info("signal \(signal): shutting down")
+                    server.shutdown()
+                } else {
+                    logger.warning("signal \(signal) again: exiting now")
+                    Foundation.exit(1)
+                }
+            case .reload:
+                server.reloadCredentials()
+            }
+        }
+
+        let addresses = server.boundAddresses.joined(separator: ", ")
+        for export in opened {
+            let mode = export.isWritable ? "" : " read-only"
+            print("swiftnbd: serving '\(export.name)' (\(export.device.size) bytes\(mode)) on \(addresses)")
+        }
+        fflush(stdout)
+        server.waitUntilStopped()
+    }
+
+    private func exportSpecs() throws -> [ExportSpec] {
+        var specs: [ExportSpec] = []
+        if let image {
+            specs.append(ExportSpec(name: name, path: image, description: description))
+        }
+        for text in exports { specs.append(try ExportSpec(parsing: text)) }
+        var seen = Set<String>()
+        for spec in specs where !seen.insert(spec.name).inserted {
+            throw ValidationError("export name '\(spec.name)' is given twice")
+        }
+        return specs
+    }
+
+    private func listenAddresses() throws -> [ListenAddress] {
+        let activated = try SystemdSocketActivation.listenAddresses()
+        if !activated.isEmpty { return activated }
+        if let unix { return [.unix(path: unix)] }
+        return [.tcp(host: bind, port: UInt16(port))]
+    }
+}
+
+/// True the first time only: a second SIGTERM/SIGINT exits at once.
+final class ShutdownLatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var fired = false
+    func firstTime() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        defer { fired = true }
+        return !fired
+    }
+}
+
+extension TLSServerOptions.Mode {
+    var serverMode: ServerTLSMode {
+        switch self {
+        case .off: .off
+        case .on: .on
+        case .require: .require
+        }
+    }
 }

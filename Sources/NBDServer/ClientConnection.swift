@@ -1,0 +1,102 @@
+import BlockDevices
+import Foundation
+import Logging
+import NBDProtocol
+import NBDTLS
+
+/// One client: negotiation on its own thread, then the transmission phase.
+/// A failure here (bad bytes, vanished peer, TLS error) ends this connection only.
+final class ClientConnection: @unchecked Sendable {
+    enum Phase: Sendable { case negotiating, transmission, closing }
+
+    let id: Int
+    let peer: String
+    let acceptedAt = Date()
+    let socket: SocketStream
+    unowned let server: NBDServer
+    var logger: Logger
+    private let lock = NSLock()
+    private var phase: Phase = .negotiating
+    /// The stream in use: the socket, or the TLS session after STARTTLS.
+    private(set) var stream: any ByteStream
+
+    init(id: Int, socket: SocketStream, peer: String, server: NBDServer, logger: Logger) {
+        self.id = id
+        self.socket = socket
+        self.peer = peer
+        self.server = server
+        self.stream = socket
+        var logger = logger
+        logger[metadataKey: "conn"] = "\(id)"
+        logger[metadataKey: "peer"] = "\(peer)"
+        self.logger = logger
+    }
+
+    var isNegotiating: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return phase == .negotiating
+    }
+
+    /// Runs the whole connection on the calling thread.
+    func run() {
+        var writableClient = false
+        defer {
+            setPhase(.closing)
+            stream.close()
+            socket.close()
+            server.registry.remove(self, wasWritableClient: writableClient)
+        }
+        logger.debug("connected")
+        guard let session = negotiate() else { return }
+        guard let export = server.export(named: session.exportName) else {
+            logger.error("negotiated export '\(session.exportName)' is not configured")
+            return
+        }
+        guard setPhase(.transmission, onlyFrom: .negotiating) else { return }
+        writableClient = export.isWritable
+        server.registry.enteredTransmission(self, writable: writableClient)
+        let context = TransmissionContext(session: session, device: export.device)
+        logger.info("transmission on '\(session.exportName)' (\(session.replyForm), flags \(session.transmissionFlags)\(session.tlsActive ? ", TLS" : "")\(session.peerIdentity.map { ", peer \($0)" } ?? ""))")
+        let socket = self.socket
+        let driver = TransmissionDriver(
+            context: context, stream: stream, logger: logger,
+            maxThreads: server.configuration.workerThreadsPerConnection,
+            inFlightLimit: server.configuration.maxInFlightPerConnection,
+            onSendFailure: { _ in _ = Glibc.shutdown(socket.fd, Int32(SHUT_RDWR)) })
+        switch driver.run() {
+        case .clientDisconnected: logger.info("client disconnected")
+        case .connectionClosed: logger.info("connection closed")
+        case let .protocolViolation(reason): logger.warning("dropping client: \(reason)")
+        }
+    }
+
+    /// Graceful shutdown: stop reading requests; those already read are still answered.
+    func stopReading() {
+        _ = Glibc.shutdown(socket.fd, Int32(SHUT_RD))
+    }
+
+    /// Hard stop (handshake deadline, shutdown of a client still negotiating, grace expired).
+    func abort() {
+        _ = Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+    }
+
+    func abortHandshake(reason: String) {
+        guard isNegotiating else { return }
+        logger.warning("dropping client: \(reason)")
+        abort()
+    }
+
+    func replaceStream(_ newStream: any ByteStream) {
+        lock.lock(); defer { lock.unlock() }
+        stream = newStream
+    }
+
+    @discardableResult
+    private func setPhase(_ new: Phase, onlyFrom expected: Phase? = nil) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if let expected, phase != expected { return false }
+        phase = new
+        return true
+    }
+}
+

@@ -1,0 +1,150 @@
+import BlockDevices
+import Foundation
+import Logging
+import NBDProtocol
+import NBDTLS
+
+/// The transmission phase of one connection: this thread reads and validates requests
+/// (exactly by length), workers execute them, and `ReplySender` writes the replies.
+final class TransmissionDriver: @unchecked Sendable {
+    /// Why the phase ended.
+    enum Ending: Equatable, Sendable {
+        case clientDisconnected      // NBD_CMD_DISC
+        case connectionClosed        // EOF or read error
+        case protocolViolation(String)
+    }
+
+    let context: TransmissionContext
+    let logger: Logger
+    private let stream: any ByteStream
+    private let workers: RequestWorkers
+    let sender: ReplySender
+    private let payloads = PayloadBufferPool()
+    private let validator: RequestValidator
+
+    init(context: TransmissionContext, stream: any ByteStream, logger: Logger,
+         maxThreads: Int, inFlightLimit: Int, onSendFailure: @escaping @Sendable (any Error) -> Void) {
+        self.context = context
+        self.stream = stream
+        self.logger = logger
+        workers = RequestWorkers(maxThreads: maxThreads, inFlightLimit: inFlightLimit, name: "nbd-worker")
+        sender = ReplySender(stream: stream, form: context.replyForm, onFailure: onSendFailure)
+        validator = context.validator
+    }
+
+    /// Serves requests until the client disconnects or breaks the protocol; every request
+    /// read before that has been answered when this returns.
+    func run() -> Ending {
+        let ending = readLoop()
+        workers.finish()
+        return ending
+    }
+
+    private func readLoop() -> Ending {
+        var header = [UInt8](repeating: 0, count: context.requestForm.wireSize)
+        while true {
+            do {
+                try header.withUnsafeMutableBytes { try stream.readExactly(into: $0) }
+            } catch {
+                return .connectionClosed
+            }
+            let request: NBDRequest
+            do {
+                request = try NBDRequest(decoding: header, form: context.requestForm)
+            } catch {
+                return .protocolViolation("undecodable request header: \(error)")
+            }
+            let payloadLength = request.payloadLength(form: context.requestForm)
+            switch validator.validate(request) {
+            case let .disconnect(reason):
+                return .protocolViolation(reason)
+            case let .reply(error, message):
+                logger.debug("refusing \(request.command) cookie \(request.cookie): \(message)")
+                // The validator bounded the payload by its drain limit.
+                if payloadLength > 0 && !drain(payloadLength) { return .connectionClosed }
+                sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message)
+                continue
+            case .valid:
+                break
+            }
+            if request.command == .disconnect { return .clientDisconnected }
+            var payload: PooledBuffer?
+            if payloadLength > 0 {
+                let buffer = payloads.take(count: Int(payloadLength))
+                do {
+                    try stream.readExactly(into: buffer.bytes)
+                } catch {
+                    payloads.give(buffer)
+                    return .connectionClosed
+                }
+                payload = buffer
+            }
+            let pool = payloads
+            workers.submit { [self, payload] worker in
+                execute(request, payload: payload, worker: worker)
+                if let payload { pool.give(payload) }
+            }
+        }
+    }
+
+    /// Reads and discards `count` bytes (a refused request's payload) to stay in sync.
+    private func drain(_ count: UInt64) -> Bool {
+        var remaining = count
+        var scratch = [UInt8](repeating: 0, count: 64 << 10)
+        return scratch.withUnsafeMutableBytes { buffer in
+            while remaining > 0 {
+                let piece = Int(min(UInt64(buffer.count), remaining))
+                do {
+                    try stream.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<piece]))
+                } catch {
+                    return false
+                }
+                remaining -= UInt64(piece)
+            }
+            return true
+        }
+    }
+
+    // MARK: Execution (worker threads)
+
+    private func execute(_ request: NBDRequest, payload: PooledBuffer?, worker: WorkerContext) {
+        let device = context.device
+        let fua = request.flags.contains(.fua)
+        do {
+            switch request.command {
+            case .read:
+                try sendRead(request, worker: worker)
+                return
+            case .blockStatus:
+                try sendBlockStatus(request)
+                return
+            case .write:
+                let data = payload.map { UnsafeRawBufferPointer($0.bytes) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                if data.count > 0 { try device.write(data, at: request.offset, fua: fua) }
+            case .flush:
+                try device.flush()
+            case .trim:
+                try device.trim(offset: request.offset, length: request.length, fua: fua)
+            case .writeZeroes:
+                try device.writeZeroes(offset: request.offset, length: request.length,
+                                       mayTrim: !request.flags.contains(.noHole),
+                                       fastOnly: request.flags.contains(.fastZero), fua: fua)
+            case .cache:
+                try device.cache(offset: request.offset, length: request.length)
+            default:
+                // Unreachable: the validator refuses unknown commands.
+                sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: .EINVAL,
+                                 message: "unsupported command \(request.command)")
+                return
+            }
+            sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
+        } catch {
+            let errno = StorageErrorMapping.nbdErrno(for: error, command: request.command, flags: request.flags)
+            if errno != .ENOTSUP {
+                logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
+            }
+            sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
+                             message: String(describing: error))
+        }
+    }
+}
