@@ -3,6 +3,7 @@ import Glibc
 #endif
 import BlockDevices
 import NBDClient
+import Qcow2
 
 /// One side of a copy: an open device, plus what we know about its contents.
 struct CopyEndpoint {
@@ -42,6 +43,14 @@ struct CopyEndpoint {
             }
             return CopyEndpoint(device: remote, label: spec, knownZero: false, connections: remote.connections.count)
         }
+        if LocalImage.detect(spec) == .qcow2 {
+            // An existing qcow2 image is written in place, never truncated.
+            let image = try LocalImage.open(spec, writable: true)
+            if image.size < size {
+                throw CopyFailure("destination \(spec) has \(image.size) bytes, less than the source's \(size)")
+            }
+            return CopyEndpoint(device: image, label: spec, knownZero: false, connections: 1)
+        }
         let created = try LocalImage.prepareDestinationFile(spec, size: size)
         let device = try LocalImage.open(spec, writable: true)
         if device.size < size {
@@ -51,7 +60,7 @@ struct CopyEndpoint {
     }
 }
 
-/// Local images. Raw files today; the format hook is where qcow2 plugs in.
+/// Local images: raw files and block devices, or qcow2 (detected by its magic).
 enum LocalImage {
     enum Format { case raw, qcow2 }
 
@@ -69,9 +78,8 @@ enum LocalImage {
         case .raw:
             return try RawFileDevice(path: path, readOnly: !writable)
         case .qcow2:
-            // Format hook: copied as raw bytes would be wrong, so refuse clearly until a qcow2
-            // BlockDevice is wired in here.
-            throw CopyFailure("\(path) is a qcow2 image; copy handles raw images only (convert with qemu-img, or serve it with swiftnbd serve and copy from the URI)")
+            // Guest contents, not the container's bytes (backing files included).
+            return try Qcow2Image(path: path, readOnly: !writable)
         }
     }
 

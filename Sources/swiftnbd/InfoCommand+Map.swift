@@ -49,7 +49,7 @@ enum InfoMap {
         }
         if context == "qemu:allocation-depth" {
             switch flags {
-            case 0: return "unallocated"
+            case 0: return "absent"
             case 1: return "local"
             default: return "backing depth \(flags)"
             }
