@@ -252,4 +252,62 @@ struct HostileServerTests {
         connection.close()
         #expect(server.finish())
     }
+
+    // MARK: Extended headers
+
+    static var extendedOptions: ScriptedServer.Options {
+        var options = ScriptedServer.Options()
+        options.extended = true
+        return options
+    }
+
+    @Test("extended chunks are reassembled and extended status chunks decoded")
+    func extendedHappyPath() throws {
+        let server = try ScriptedServer(Self.extendedOptions) { peer in
+            let r = try peer.readRequest()
+            try peer.extendedChunk(cookie: r.cookie, offset: r.offset, type: Self.holeType, payload: Peer.be64(r.offset) + Peer.be32(512))
+            try peer.extendedChunk(cookie: r.cookie, offset: r.offset, type: Self.dataType, flags: .done,
+                                   payload: Peer.be64(r.offset + 512) + [UInt8](repeating: 9, count: 512))
+            let s = try peer.readRequest()
+            // BLOCK_STATUS_EXT: context 1, 2 extents of 64-bit lengths.
+            try peer.extendedChunk(cookie: s.cookie, offset: s.offset, type: 6, flags: .done,
+                                   payload: Peer.be32(1) + Peer.be32(2) + Peer.be64(4096) + Peer.be64(3) + Peer.be64(1 << 40) + Peer.be64(0))
+            _ = try? peer.read(1)
+        }
+        let connection = try NBDConnection.connect(try NBDURI(server.uri))
+        #expect(connection.export.replyMode == .extended)
+        let data = try #require(Self.read(connection, at: 0, count: 1024)).get()
+        #expect(data == [UInt8](repeating: 0, count: 512) + [UInt8](repeating: 9, count: 512))
+        let reply = try connection.perform(.blockStatus, offset: 0, length: 8192)
+        guard case .blockStatus(let status) = reply else { Issue.record("no status"); return }
+        #expect(status.extentsByContext[1] == [BlockStatusExtent(length: 4096, flags: 3), BlockStatusExtent(length: 1 << 40, flags: 0)])
+        connection.close()
+        #expect(server.finish())
+    }
+
+    @Test("an extended chunk claiming a 64-bit length is refused without allocating it")
+    func extendedOversize() throws {
+        try expectViolation(Self.extendedOptions) { peer, r in
+            try peer.extendedChunk(cookie: r.cookie, offset: r.offset, type: Self.dataType, flags: .done, payload: [], length: UInt64.max)
+        }
+    }
+
+    @Test("a compact status chunk in extended mode is refused")
+    func compactStatusInExtendedMode() throws {
+        let server = try ScriptedServer(Self.extendedOptions) { peer in
+            let r = try peer.readRequest()
+            try peer.extendedChunk(cookie: r.cookie, offset: r.offset, type: 5, flags: .done, payload: Peer.be32(1) + Peer.be32(512) + Peer.be32(0))
+            _ = try? peer.read(1)
+        }
+        let connection = try NBDConnection.connect(try NBDURI(server.uri))
+        #expect(throws: NBDClientError.self) { try connection.perform(.blockStatus, offset: 0, length: 512) }
+        #expect(connection.failure?.code == .protocolViolation)
+        connection.close()
+        #expect(server.finish())
+    }
+
+    @Test("a simple reply in extended mode is refused")
+    func simpleInExtendedMode() throws {
+        try expectViolation(Self.extendedOptions) { peer, r in try peer.simpleReply(cookie: r.cookie) }
+    }
 }

@@ -147,6 +147,12 @@ final class ScriptedServer: @unchecked Sendable {
                                             length: length ?? UInt32(payload.count)).bytes + payload)
         }
 
+        /// An extended (32-byte header) chunk with an arbitrary 64-bit length field.
+        func extendedChunk(cookie: UInt64, offset: UInt64, type: UInt16, flags: ReplyFlags = [], payload: [UInt8], length: UInt64? = nil) throws {
+            try write(ExtendedChunkHeader(flags: flags, type: NBDChunkType(rawValue: type), cookie: cookie, offset: offset,
+                                          length: length ?? UInt64(payload.count)).bytes + payload)
+        }
+
         static func be64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
         static func be32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * $0)) } }
         static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
