@@ -75,7 +75,19 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
     }
 
     /// Client side: treat an EOF or alert on the first read as the server refusing us.
-    func expectRejectionOnFirstRead(_ note: String) { firstReadNote = note }
+    func expectRejectionOnFirstRead(_ note: String) {
+        stateLock.withLock { firstReadNote = note }
+        hasPendingNote = true
+    }
+
+    /// Reader-thread fast path: skip the lock once the note is gone.
+    private var hasPendingNote = false
+
+    private func takeNote() -> String? {
+        guard hasPendingNote else { return nil }
+        hasPendingNote = false
+        return stateLock.withLock { let note = firstReadNote; firstReadNote = nil; return note }
+    }
 
     /// TLS version and cipher, e.g. "TLS1.3 / AES-256-GCM".
     public var connectionSummary: String {
@@ -92,13 +104,12 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
         while true {
             let n = gnutls_record_recv(handle.raw, buffer.baseAddress, buffer.count)
             if n > 0 {
-                firstReadNote = nil
+                if hasPendingNote { stateLock.withLock { firstReadNote = nil }; hasPendingNote = false }
                 return n
             }
             let rc = Int32(truncatingIfNeeded: n)
             if n == 0 || rc == GNUTLS_E_PREMATURE_TERMINATION {
-                if let note = firstReadNote {
-                    firstReadNote = nil
+                if let note = takeNote() {
                     throw TLSError(.rejectedByPeer, "\(note) (the connection was closed right after the TLS handshake)")
                 }
                 return 0
@@ -107,16 +118,14 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
             if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || rc == GNUTLS_E_REHANDSHAKE) && attempts < 10_000 { continue }
             if rc == GNUTLS_E_FATAL_ALERT_RECEIVED {
                 let alert = alertName(gnutls_alert_get(handle.raw))
-                if let note = firstReadNote {
-                    firstReadNote = nil
+                if let note = takeNote() {
                     throw TLSError(.rejectedByPeer, "\(note) (TLS alert: \(alert))", gnutlsCode: rc)
                 }
                 throw TLSError(.rejectedByPeer, "the peer ended the TLS session with an alert: \(alert)", gnutlsCode: rc)
             }
             if isClosed { return 0 }
-            if let note = firstReadNote, rc == GNUTLS_E_PULL_ERROR {
+            if rc == GNUTLS_E_PULL_ERROR, let note = takeNote() {
                 // A reset instead of an orderly close: the server dropped us unread.
-                firstReadNote = nil
                 throw TLSError(.rejectedByPeer, "\(note) (the connection was reset right after the TLS handshake)", gnutlsCode: rc)
             }
             throw TLSError(.io, "TLS receive failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
@@ -141,7 +150,7 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
                     attempts += 1
                     if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
                     if corked { _ = gnutls_record_uncork(handle.raw, 0) }
-                    throw TLSError(.io, "TLS send failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
+                    throw sendFailure(rc)
                 }
             }
             if corked {
@@ -151,10 +160,19 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
                     if rc >= 0 { break }
                     attempts += 1
                     if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
-                    throw TLSError(.io, "TLS send failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
+                    throw sendFailure(rc)
                 }
             }
         }
+    }
+
+    /// A send that fails before anything was received since the handshake is the server
+    /// dropping us (it refused our certificate), not a transport accident.
+    private func sendFailure(_ rc: Int32) -> TLSError {
+        if let note = stateLock.withLock({ () -> String? in let n = firstReadNote; firstReadNote = nil; return n }) {
+            return TLSError(.rejectedByPeer, "\(note) (the connection was closed right after the TLS handshake)", gnutlsCode: rc)
+        }
+        return TLSError(.io, "TLS send failed: \(gnutlsDescription(rc))", gnutlsCode: rc)
     }
 
     /// Sends close_notify (unless a writer is stuck mid-send) and closes the socket.

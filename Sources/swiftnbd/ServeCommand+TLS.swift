@@ -1,5 +1,4 @@
 import ArgumentParser
-import NBDProtocol
 import NBDServer
 import NBDTLS
 
@@ -32,32 +31,12 @@ struct TLSServerOptions: ParsableArguments {
     @Option(name: .customLong("tls-handshake-timeout"), help: "Seconds a client may take to finish the TLS handshake.")
     var handshakeTimeout: Double = 10
 
-    @Option(name: .customLong("tls-only-export"), help: "In --tls on mode, an export reachable only after STARTTLS (repeatable).")
-    var tlsOnlyExports: [String] = []
-
     /// The mode in force: explicit, else require when credentials are configured.
     var effectiveMode: Mode {
         mode ?? ((certificates != nil || pskFile != nil) ? .require : .off)
     }
 
-    /// The negotiation state machine's mode.
-    var serverTLSMode: ServerTLSMode {
-        switch effectiveMode {
-        case .off: return .off
-        case .on: return .on
-        case .require: return .require
-        }
-    }
-
-    /// Whether an export must be reached over TLS (explicit in `on` mode; all in `require`).
-    func isTLSOnly(exportName: String) -> Bool {
-        effectiveMode == .require || (effectiveMode == .on && tlsOnlyExports.contains(exportName))
-    }
-
     func validate() throws {
-        if !tlsOnlyExports.isEmpty && effectiveMode != .on {
-            throw ValidationError("--tls-only-export applies to --tls on (with --tls require every export needs TLS)")
-        }
         if certificates != nil && pskFile != nil {
             throw ValidationError("give either --tls-certificates or --tls-psk, not both")
         }

@@ -21,14 +21,9 @@ public final class GnuTLSServerTLSProvider: ServerTLSProvider, @unchecked Sendab
     deinit { pthread_mutex_destroy(&mutex) }
 
     public func acceptHandshake(on socket: SocketStream, peerAddress: String) throws -> ServerTLSOutcome {
-        let current = currentContext()
-        do {
-            let outcome = try current.accept(on: socket)
-            return ServerTLSOutcome(stream: outcome.session, peerIdentity: outcome.peerIdentity, refusal: outcome.refusal)
-        } catch var error as TLSError {
-            error.message = "TLS handshake with \(peerAddress) failed: \(error.message)"
-            throw error
-        }
+        // The engine logs failures with the peer address; the TLSError says why.
+        let outcome = try currentContext().accept(on: socket)
+        return ServerTLSOutcome(stream: outcome.session, peerIdentity: outcome.peerIdentity, refusal: outcome.refusal)
     }
 
     public func reloadCredentials() throws {
