@@ -30,6 +30,13 @@ public final class SignalWatcher: @unchecked Sendable {
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
         signal(SIGPIPE, SIG_IGN)
+        // A blocked signal mask is inherited across exec (test runners and some supervisors
+        // start us with SIGTERM blocked): unblock what we handle, on this thread, before
+        // the threads started later inherit the mask.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for number in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&handled, number) }
+        pthread_sigmask(SIG_UNBLOCK, &handled, nil)
         for number in [SIGINT, SIGTERM, SIGHUP] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { number in

@@ -124,12 +124,12 @@ struct ServeCommand: ParsableCommand {
         let server: NBDServer
         do {
             server = try NBDServer(configuration: configuration, logger: logger)
-            try server.start()
         } catch {
             for export in opened { try? export.device.close() }
             throw error
         }
 
+        // Installed before any server thread exists, so they inherit the unblocked mask.
         let shutdownRequested = ShutdownLatch()
         _ = try SignalWatcher { event in
             switch event {
@@ -144,6 +144,13 @@ struct ServeCommand: ParsableCommand {
             case .reload:
                 server.reloadCredentials()
             }
+        }
+
+        do {
+            try server.start()
+        } catch {
+            for export in opened { try? export.device.close() }
+            throw error
         }
 
         let addresses = server.boundAddresses.joined(separator: ", ")

@@ -94,3 +94,8 @@ enum QEMUTLS {
 func startTLSPeer(_ arguments: [String], port: Int, environment: [String: String] = [:]) throws -> ServerProcess {
     try withUnblockedSignals { try ServerProcess(arguments, listener: .tcp(host: "127.0.0.1", port: port), environment: environment) }
 }
+
+/// As `startTLSPeer`, for a server listening on a Unix socket.
+func startTLSPeer(_ arguments: [String], unixSocket: String) throws -> ServerProcess {
+    try withUnblockedSignals { try ServerProcess(arguments, listener: .unix(path: unixSocket)) }
+}
