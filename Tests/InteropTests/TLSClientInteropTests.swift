@@ -77,6 +77,16 @@ struct TLSClientInteropTests {
         #expect(result.stderr.contains("server certificate is not trusted: signed by an unknown CA"), "\(result)")
     }
 
+    @Test("tls-verify-peer=false accepts a server from another CA (explicit opt-out)",
+          .enabled(if: Peers.available("qemu-nbd")))
+    func verifyPeerOptOut() throws {
+        let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server", verifyPeer: false))
+        defer { server.stop() }
+        let result = try info("nbds://127.0.0.1:\(port)/disk?tls-certificates=\(try other.clientDirectory(withClientCertificate: false))&tls-verify-peer=false")
+        #expect(result.succeeded, "\(result)\n\(server.log)")
+    }
+
     @Test("a name the server certificate does not carry is refused",
           .enabled(if: Peers.available("qemu-nbd")))
     func hostnameMismatch() throws {

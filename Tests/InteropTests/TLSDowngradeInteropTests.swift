@@ -13,6 +13,7 @@ struct TLSDowngradeInteropTests {
     }
 
     private func expectNoExportNameSent(_ server: TLSScriptedServer, _ result: RunResult) {
+        #expect(result.stderr.contains("TLS is required"), "not one clear sentence: \(result)")
         let sent = server.received()
         let text = String(decoding: sent, as: UTF8.self)
         #expect(!text.contains("secret-export"), "the export name left in plaintext: \(sent)\n\(result)")
