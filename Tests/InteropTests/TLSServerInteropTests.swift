@@ -69,6 +69,10 @@ struct TLSServerInteropTests {
         let info = try run(["nbdinfo", "nbds://alice@127.0.0.1:\(pskServe.port)/disk?tls-psk-file=\(creds.pskFile)"])
         #expect(info.succeeded, "\(info)\n\(pskServe.log)")
         #expect(info.stdout.contains("\(TLSServe.imageSize)"), "\(info)")
+        let pskCopy = creds.scratch.file("psk-copy.raw")
+        let viaPSK = try run(["nbdcopy", "nbds://alice@127.0.0.1:\(pskServe.port)/disk?tls-psk-file=\(creds.pskFile)", pskCopy])
+        #expect(viaPSK.succeeded, "\(viaPSK)\n\(pskServe.log)")
+        #expect(filesEqual(pskServe.image, pskCopy))
     }
 
     @Test("our client reads our server over x509 and PSK")
@@ -326,6 +330,27 @@ struct TLSServerInteropTests {
         #expect(!plainSecret.succeeded, "\(plainSecret)")
         let tlsSecret = try run(["nbdinfo", "nbds://localhost:\(serve.port)/secret?tls-certificates=\(try creds.clientDirectory())"])
         #expect(tlsSecret.succeeded, "\(tlsSecret)\n\(serve.log)")
+    }
+
+    @Test("SIGHUP with broken credentials keeps the old ones and says so",
+          .enabled(if: Peers.available("nbdinfo")))
+    func sighupBrokenCredentials() throws {
+        let creds = try TLSCredentials()
+        let live = creds.scratch.file("live")
+        try FileManager.default.copyItem(atPath: creds.directory, toPath: live)
+        let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", live])
+        defer { serve.stop() }
+        try "garbage\n".write(toFile: "\(live)/server-cert.pem", atomically: true, encoding: .utf8)
+        kill(serve.process.pid, SIGHUP)
+        var logged = false
+        for _ in 0..<50 where !logged {
+            usleep(100_000)
+            logged = serve.log.contains("keeping the old ones")
+        }
+        #expect(logged, "\(serve.log)")
+        #expect(serve.log.contains("server-cert.pem"), "the reload error does not name the file: \(serve.log)")
+        let still = try run(["nbdinfo", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(try creds.clientDirectory())"])
+        #expect(still.succeeded, "\(still)\n\(serve.log)")
     }
 
     @Test("SIGHUP reloads the certificates for new connections",

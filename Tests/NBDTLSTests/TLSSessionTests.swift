@@ -260,6 +260,29 @@ struct TLSSessionTests {
         #expect(error.code == .handshake, "\(error)")
     }
 
+    @Test("multi-part writes of every size arrive intact and in order", arguments: [
+        [1], [16, 0, 5], [16, 16368], [16, 16369], [16, 16368, 16], [16, 100_000, 16], [40_000, 3], [16384, 1, 16384],
+    ])
+    func multiPartWrites(sizes: [Int]) throws {
+        let pki = try TestPKI()
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
+        let result = handshake(server: server, client: client, hostname: nil)
+        let sender = try result.server.get().session, receiver = try result.client.get()
+        var seed: UInt8 = 1
+        let parts: [[UInt8]] = sizes.map { size in seed &+= 37; return (0..<size).map { UInt8(truncatingIfNeeded: $0) &+ seed } }
+        try withBuffers(parts) { try sender.write($0) }
+        #expect(try receiver.readExactly(count: sizes.reduce(0, +)) == parts.flatMap { $0 })
+    }
+
+    private func withBuffers(_ parts: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        func nest(_ index: Int, _ acc: [UnsafeRawBufferPointer]) throws {
+            if index == parts.count { return try body(acc) }
+            try parts[index].withUnsafeBytes { try nest(index + 1, acc + [$0]) }
+        }
+        try nest(0, [])
+    }
+
     private func exchange(_ server: TLSSession, _ client: TLSSession) throws {
         let header: [UInt8] = Array(0..<16)
         let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
