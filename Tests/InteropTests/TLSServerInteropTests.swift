@@ -75,6 +75,20 @@ struct TLSServerInteropTests {
         #expect(filesEqual(pskServe.image, pskCopy))
     }
 
+    @Test("qemu-nbd -L lists the exports over TLS (LIST only after STARTTLS in require mode)",
+          .enabled(if: Peers.available("qemu-nbd")))
+    func qemuList() throws {
+        let creds = try TLSCredentials()
+        let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
+        defer { serve.stop() }
+        let result = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)",
+                              "--object", QEMUTLS.x509(dir: try creds.clientDirectory(), endpoint: "client"), "--tls-creds", "tls0"])
+        #expect(result.succeeded, "\(result)\n\(serve.log)")
+        #expect(result.stdout.contains("export: 'disk'"), "\(result)")
+        let plaintext = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)"])
+        #expect(!plaintext.stdout.contains("export: 'disk'"), "exports listed without TLS: \(plaintext)")
+    }
+
     @Test("our client reads our server over x509 and PSK")
     func ourClient() throws {
         let creds = try TLSCredentials()
