@@ -58,6 +58,8 @@ extension ClientConnection {
             }
             return machine.tlsHandshakeSucceeded(peerIdentity: outcome.peerIdentity, authorizationRefusal: outcome.refusal)
         } catch {
+            // The provider has closed the socket (after sending an alert).
+            markSocketClosed()
             logger.warning("TLS handshake failed: \(error)")
             return machine.tlsHandshakeFailed(reason: String(describing: error))
         }

@@ -17,6 +17,9 @@ final class ClientConnection: @unchecked Sendable {
     var logger: Logger
     private let lock = NSLock()
     private var phase: Phase = .negotiating
+    /// Cleared (under `lock`) before the descriptor is closed, so a late `abort()` from the
+    /// watchdog or shutdown can never hit a descriptor number reused by a newer connection.
+    private var socketOpen = true
     /// The stream in use: the socket, or the TLS session after STARTTLS.
     private(set) var stream: any ByteStream
 
@@ -41,7 +44,10 @@ final class ClientConnection: @unchecked Sendable {
     func run() {
         var writableClient = false
         defer {
-            setPhase(.closing)
+            lock.lock()
+            phase = .closing
+            socketOpen = false
+            lock.unlock()
             stream.close()
             socket.close()
             server.registry.remove(self, wasWritableClient: writableClient)
@@ -57,12 +63,11 @@ final class ClientConnection: @unchecked Sendable {
         server.registry.enteredTransmission(self, writable: writableClient)
         let context = TransmissionContext(session: session, device: export.device)
         logger.info("transmission on '\(session.exportName)' (\(session.replyForm), flags \(session.transmissionFlags)\(session.tlsActive ? ", TLS" : "")\(session.peerIdentity.map { ", peer \($0)" } ?? ""))")
-        let socket = self.socket
         let driver = TransmissionDriver(
             context: context, stream: stream, logger: logger,
             maxThreads: server.configuration.workerThreadsPerConnection,
             inFlightLimit: server.configuration.maxInFlightPerConnection,
-            onSendFailure: { _ in _ = Glibc.shutdown(socket.fd, Int32(SHUT_RDWR)) })
+            onSendFailure: { [weak self] _ in self?.abort() })
         switch driver.run() {
         case .clientDisconnected: logger.info("client disconnected")
         case .connectionClosed: logger.info("connection closed")
@@ -72,12 +77,23 @@ final class ClientConnection: @unchecked Sendable {
 
     /// Graceful shutdown: stop reading requests; those already read are still answered.
     func stopReading() {
-        _ = Glibc.shutdown(socket.fd, Int32(SHUT_RD))
+        shutdownSocket(Int32(SHUT_RD))
     }
 
     /// Hard stop (handshake deadline, shutdown of a client still negotiating, grace expired).
     func abort() {
-        _ = Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+        shutdownSocket(Int32(SHUT_RDWR))
+    }
+
+    /// The TLS layer closed the descriptor itself (failed handshake): never touch it again.
+    func markSocketClosed() {
+        lock.lock(); defer { lock.unlock() }
+        socketOpen = false
+    }
+
+    private func shutdownSocket(_ how: Int32) {
+        lock.lock(); defer { lock.unlock() }
+        if socketOpen { _ = Glibc.shutdown(socket.fd, how) }
     }
 
     func abortHandshake(reason: String) {

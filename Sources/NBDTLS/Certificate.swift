@@ -140,6 +140,15 @@ public final class Certificate: @unchecked Sendable {
         return status == 0 ? [] : VerificationStatus.reasons(status, hostname: nil)
     }
 
+    /// True when `key` is the private half of this certificate's public key.
+    public func isSigned(withKeyOf key: PrivateKey) -> Bool {
+        var mine = [UInt8](repeating: 0, count: 64), theirs = [UInt8](repeating: 0, count: 64)
+        var mineSize = mine.count, theirsSize = theirs.count
+        guard gnutls_x509_crt_get_key_id(handle, 0, &mine, &mineSize) >= 0,
+              gnutls_x509_privkey_get_key_id(key.handle, 0, &theirs, &theirsSize) >= 0 else { return false }
+        return mine[..<mineSize] == theirs[..<theirsSize]
+    }
+
     public func pemEncoded() throws -> String {
         var out = gnutls_datum_t()
         try gnutlsCheck(gnutls_x509_crt_export2(handle, GNUTLS_X509_FMT_PEM, &out), .x509, "cannot export a certificate")

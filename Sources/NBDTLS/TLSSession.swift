@@ -136,33 +136,57 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
         try writeLock.withLock {
             guard !isClosed else { throw StreamError(.endOfStream, "TLS session is closed") }
             let nonEmpty = parts.filter { $0.count > 0 }
-            // Corked, the parts leave as one flush of full-size records instead of one small
-            // record (and packet) per part.
-            let corked = nonEmpty.count > 1
+            // Small leading parts (a reply header) are corked together with the start of the
+            // next part so they share one full record instead of leaving as a tiny record and
+            // packet of their own. Corking stops once a record is full: GnuTLS copies corked
+            // data, and a 32 MiB payload should be encrypted straight from the caller's buffer.
+            var corked = nonEmpty.count > 1
+            var buffered = 0
             if corked { gnutls_record_cork(handle.raw) }
             for part in nonEmpty {
                 var offset = 0
-                var attempts = 0
-                while offset < part.count {
-                    let n = gnutls_record_send(handle.raw, part.baseAddress! + offset, part.count - offset)
-                    if n > 0 { offset += n; continue }
-                    let rc = Int32(truncatingIfNeeded: n)
-                    attempts += 1
-                    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
-                    if corked { _ = gnutls_record_uncork(handle.raw, 0) }
-                    throw sendFailure(rc)
+                if corked {
+                    let take = min(part.count, max(0, Self.recordSize - buffered))
+                    try sendAll(part, from: 0, to: take, corked: true)
+                    buffered += take
+                    offset = take
+                    if offset < part.count || buffered >= Self.recordSize {
+                        try uncork()
+                        corked = false
+                    }
                 }
+                try sendAll(part, from: offset, to: part.count, corked: false)
             }
-            if corked {
-                var attempts = 0
-                while true {
-                    let rc = gnutls_record_uncork(handle.raw, UInt32(GNUTLS_RECORD_WAIT))
-                    if rc >= 0 { break }
-                    attempts += 1
-                    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
-                    throw sendFailure(rc)
-                }
-            }
+            if corked { try uncork() }
+        }
+    }
+
+    /// The largest TLS record payload.
+    private static let recordSize = 16384
+
+    private func sendAll(_ part: UnsafeRawBufferPointer, from start: Int, to end: Int, corked: Bool) throws {
+        var offset = start
+        var attempts = 0
+        while offset < end {
+            // record_send takes at most one record per call: loop.
+            let n = gnutls_record_send(handle.raw, part.baseAddress! + offset, end - offset)
+            if n > 0 { offset += n; continue }
+            let rc = Int32(truncatingIfNeeded: n)
+            attempts += 1
+            if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
+            if corked { _ = gnutls_record_uncork(handle.raw, 0) }
+            throw sendFailure(rc)
+        }
+    }
+
+    private func uncork() throws {
+        var attempts = 0
+        while true {
+            let rc = gnutls_record_uncork(handle.raw, UInt32(GNUTLS_RECORD_WAIT))
+            if rc >= 0 { return }
+            attempts += 1
+            if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
+            throw sendFailure(rc)
         }
     }
 
@@ -178,7 +202,9 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
     /// Sends close_notify (unless a writer is stuck mid-send) and closes the socket.
     public func close() {
         guard markClosed() else { return }
-        if writeLock.tryLock() {
+        // If the socket was closed under us its descriptor number may already be reused by
+        // another connection: never write a close_notify into it.
+        if !socket.isClosed, writeLock.tryLock() {
             // Bound the goodbye: a peer that stopped reading must not hang us here.
             var timeout = timeval(tv_sec: 2, tv_usec: 0)
             _ = setsockopt(socket.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

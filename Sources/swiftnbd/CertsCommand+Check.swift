@@ -43,13 +43,21 @@ struct CertsCheckCommand: ParsableCommand {
         for (role, certName, keyName) in [("server", L.serverCertificate, L.serverKey), ("client", L.clientCertificate, L.clientKey)] {
             guard access(file(certName), F_OK) == 0 else { print("\(certName): absent"); continue }
             let certificate: Certificate
+            let key: PrivateKey?
             do {
                 certificate = try Certificate.loadChain(fromFile: file(certName))[0]
-                _ = try PrivateKey(pemFile: file(keyName))
+                key = access(file(keyName), F_OK) == 0 ? try PrivateKey(pemFile: file(keyName)) : nil
             } catch let error as TLSError {
                 print("\(certName): PROBLEM: \(error.message)"); problems += 1; continue
             }
             print("\(certName) (\(role)):")
+            if let key {
+                if certificate.isSigned(withKeyOf: key) { print("  key: \(keyName) belongs to it") } else {
+                    print("  key: PROBLEM: \(keyName) does not belong to this certificate"); problems += 1
+                }
+            } else {
+                print("  key: PROBLEM: \(keyName) is missing"); problems += 1
+            }
             print("  subject (RFC 4514 order, as GnuTLS/QEMU print it): \(certificate.subjectText)")
             print("  subject (certificate order):                       \(certificate.subject.reversed)")
             problems += describeValidity(certificate)

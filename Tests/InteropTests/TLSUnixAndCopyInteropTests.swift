@@ -92,6 +92,33 @@ struct TLSUnixAndCopyInteropTests {
         #expect(!wrongCA.succeeded && wrongCA.stderr.contains("signed by an unknown CA"), "\(wrongCA)")
     }
 
+    @Test("dh-params.pem from certtool is loaded and a TLS 1.2 DHE-RSA handshake works (RSA keys from certs create)",
+          .enabled(if: Peers.available("certtool", "nbdinfo")))
+    func dhParameters() throws {
+        let creds = try TLSCredentials(label: "rsa", extra: ["--key-type", "rsa-3072"])
+        let params = try run(["certtool", "--get-dh-params", "--sec-param", "medium", "--outfile", "\(creds.directory)/dh-params.pem"])
+        #expect(params.succeeded, "\(params)")
+        let image = creds.scratch.file("disk.raw")
+        try makePatternFile(image, size: 1 << 20, seed: 1)
+        let port = FreePort.next()
+        let serve = try startTLSPeer([Peers.swiftnbd, "serve", image, "--name", "disk", "--bind", "127.0.0.1", "--port", "\(port)",
+                                      "--tls-certificates", creds.directory, "--tls-priority", "NORMAL:-VERS-TLS1.3:-KX-ALL:+DHE-RSA"],
+                                     port: port)
+        defer { serve.stop() }
+        let result = try run(["nbdinfo", "nbds://localhost:\(port)/disk?tls-certificates=\(try creds.clientDirectory())"])
+        #expect(result.succeeded, "\(result)\n\(serve.log)")
+    }
+
+    @Test("certs check finds a key that does not belong to its certificate")
+    func checkFindsWrongKey() throws {
+        let creds = try TLSCredentials()
+        try FileManager.default.removeItem(atPath: "\(creds.directory)/server-key.pem")
+        try FileManager.default.copyItem(atPath: "\(creds.directory)/client-key.pem", toPath: "\(creds.directory)/server-key.pem")
+        let result = try run([Peers.swiftnbd, "certs", "check", creds.directory])
+        #expect(!result.succeeded)
+        #expect(result.stdout.contains("server-key.pem does not belong to this certificate"), "\(result)")
+    }
+
     @Test("serve refuses to start with unusable credentials and names the file")
     func unusableCredentials() throws {
         let creds = try TLSCredentials()

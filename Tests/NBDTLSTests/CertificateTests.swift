@@ -21,6 +21,8 @@ struct CertificateTests {
         #expect(client.verificationFailures(authorities: [ca]).isEmpty)
         #expect(server.matches(hostname: "nbd.example") && server.matches(hostname: "::1"))
         #expect(!server.matches(hostname: "other.example"))
+        #expect(server.isSigned(withKeyOf: try PrivateKey(pemFile: "\(dir)/server-key.pem")))
+        #expect(!server.isSigned(withKeyOf: try PrivateKey(pemFile: "\(dir)/client-key.pem")))
         for key in ["ca-key.pem", "server-key.pem", "client-key.pem", "keys.psk"] {
             let mode = try FileManager.default.attributesOfItem(atPath: "\(dir)/\(key)")[.posixPermissions] as? Int
             #expect(mode == 0o600, "\(key)")

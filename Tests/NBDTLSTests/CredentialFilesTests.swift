@@ -51,6 +51,22 @@ struct CredentialFilesTests {
         #expect(error?.message.contains("cannot use certificate") == true, "\(String(describing: error))")
     }
 
+    @Test("malformed DH parameters are reported by name")
+    func malformedDHParameters() throws {
+        let pki = try TestPKI()
+        try "-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n".write(toFile: "\(pki.directory)/dh-params.pem", atomically: true, encoding: .utf8)
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        #expect(error?.message.contains("cannot load DH parameters '\(pki.directory)/dh-params.pem'") == true, "\(String(describing: error))")
+    }
+
+    @Test("a malformed revocation list is reported by name")
+    func malformedCRL() throws {
+        let pki = try TestPKI()
+        try "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".write(toFile: "\(pki.directory)/ca-crl.pem", atomically: true, encoding: .utf8)
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        #expect(error?.message.contains("ca-crl.pem") == true, "\(String(describing: error))")
+    }
+
     @Test("a client certificate without its key is a configuration error")
     func clientCertificateWithoutKey() throws {
         let pki = try TestPKI()

@@ -237,6 +237,17 @@ struct TLSSessionTests {
         #expect(outcome.refusal == "client certificate DN 'CN=laptop,O=SwiftNBD' is not authorized")
     }
 
+    @Test("DN authorization handles an escaped comma in the client's name")
+    func dnWithComma() throws {
+        let pki = try TestPKI(clientName: "Smith, John")
+        let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
+                                                                 authorizedDNs: try DNAuthorizationList(parsing: [#"O=SwiftNBD,CN=Smith\, John"#])))
+        let outcome = try handshake(server: server, client: client).server.get()
+        #expect(outcome.peerIdentity == #"CN=Smith\, John,O=SwiftNBD"#)
+        #expect(outcome.refusal == nil)
+    }
+
     @Test("a client that never speaks TLS times out the handshake")
     func handshakeTimeout() throws {
         let pki = try TestPKI()
@@ -258,6 +269,29 @@ struct TLSSessionTests {
         try clientSocket.write([0x49, 0x48, 0x41, 0x56, 0x45, 0x4F, 0x50, 0x54, 0, 0, 0, 3, 0, 0, 0, 0])
         let error = try #require(throws: TLSError.self) { try server.accept(on: serverSocket) }
         #expect(error.code == .handshake, "\(error)")
+    }
+
+    @Test("multi-part writes of every size arrive intact and in order", arguments: [
+        [1], [16, 0, 5], [16, 16368], [16, 16369], [16, 16368, 16], [16, 100_000, 16], [40_000, 3], [16384, 1, 16384],
+    ])
+    func multiPartWrites(sizes: [Int]) throws {
+        let pki = try TestPKI()
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
+        let result = handshake(server: server, client: client, hostname: nil)
+        let sender = try result.server.get().session, receiver = try result.client.get()
+        var seed: UInt8 = 1
+        let parts: [[UInt8]] = sizes.map { size in seed &+= 37; return (0..<size).map { UInt8(truncatingIfNeeded: $0) &+ seed } }
+        try withBuffers(parts) { try sender.write($0) }
+        #expect(try receiver.readExactly(count: sizes.reduce(0, +)) == parts.flatMap { $0 })
+    }
+
+    private func withBuffers(_ parts: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        func nest(_ index: Int, _ acc: [UnsafeRawBufferPointer]) throws {
+            if index == parts.count { return try body(acc) }
+            try parts[index].withUnsafeBytes { try nest(index + 1, acc + [$0]) }
+        }
+        try nest(0, [])
     }
 
     private func exchange(_ server: TLSSession, _ client: TLSSession) throws {
