@@ -26,7 +26,7 @@ struct CopyCommand: ParsableCommand {
     @Option(help: "Connections per NBD export (used when the server allows multi-conn).")
     var connections: Int = 4
 
-    @Option(help: "Requests in flight per connection.")
+    @Option(help: "Requests in flight per connection at most (the copy runs up to 4 worker threads per connection, each with one request out).")
     var requests: Int = 64
 
     @Option(name: .customLong("request-size"), help: "Bytes per READ/WRITE request.")
