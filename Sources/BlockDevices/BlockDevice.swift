@@ -34,10 +34,22 @@ public protocol BlockDevice: AnyObject, Sendable {
     func allocationDepth(offset: UInt64, length: UInt64) throws -> [DepthExtent]?
     /// Flushes and releases the device (file descriptors, locks). Idempotent.
     func close() throws
+
+    /// `read(into:at:)`, but only when it can finish without waiting for storage (the data is
+    /// in memory or the page cache). Returns false, having read nothing, otherwise. The
+    /// server's reader thread answers such reads itself instead of waking a worker.
+    func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool
+    /// `write(_:at:fua: false)`, but only when the device normally absorbs it without waiting
+    /// for storage (a buffered write, a memory copy). Returns false, having written nothing,
+    /// otherwise.
+    func writeIfImmediate(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool
 }
 
 extension BlockDevice {
     public func cache(offset: UInt64, length: UInt64) throws {}
+    /// Devices that may block (metadata lookups, network) leave every request to workers.
+    public func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool { false }
+    public func writeIfImmediate(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool { false }
     public func allocationDepth(offset: UInt64, length: UInt64) throws -> [DepthExtent]? { nil }
 }
 

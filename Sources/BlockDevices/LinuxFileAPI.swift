@@ -15,6 +15,27 @@ enum LinuxFileAPI {
     /// `_IOR(0x12, 114, size_t)`: size of a block device in bytes.
     static let blkGetSize64: UInt = 0x8008_1272
 
+    /// `RWF_NOWAIT`: fail with EAGAIN instead of waiting for storage.
+    static let rwfNoWait: Int32 = 0x08
+
+    private typealias PReadV2Function = @convention(c) (Int32, UnsafePointer<iovec>?, Int32, off_t, Int32) -> Int
+
+    private static let preadv2Function: PReadV2Function? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "preadv2") else { return nil }
+        return unsafeBitCast(symbol, to: PReadV2Function.self)
+    }()
+
+    /// `preadv2(fd, [buffer], offset, RWF_NOWAIT)`: bytes read (possibly short), or -1 with
+    /// `errno` set (EAGAIN: not in the page cache; EOPNOTSUPP/ENOSYS: not available).
+    static func preadNoWait(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: off_t) -> Int {
+        guard let function = preadv2Function else {
+            errno = ENOSYS
+            return -1
+        }
+        var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        return function(fd, &vector, 1, offset, rwfNoWait)
+    }
+
     private typealias FallocateFunction = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
 
     /// `fallocate(2)`, looked up once at run time because the declaration is not importable.

@@ -53,6 +53,17 @@ public final class MemoryDevice: BlockDevice, @unchecked Sendable {
         }
     }
 
+    /// Memory never waits for storage.
+    public func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try read(into: buffer, at: offset)
+        return true
+    }
+
+    public func writeIfImmediate(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try write(data, at: offset, fua: false)
+        return true
+    }
+
     public func flush() throws {
         try mutex.withLock { try checkOpen() }
     }

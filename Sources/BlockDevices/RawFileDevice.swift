@@ -21,6 +21,8 @@ public final class RawFileDevice: BlockDevice, @unchecked Sendable {
 
     private let fd: Int32
     private let readOnly: Bool
+    /// Cleared once the kernel refuses `RWF_NOWAIT` reads, so they are not tried again.
+    private var noWaitReads = true
     private var closed = false
     /// Shared by I/O calls, exclusive for `close`.
     private let lifecycle = DeviceReadWriteLock()
@@ -98,6 +100,25 @@ public final class RawFileDevice: BlockDevice, @unchecked Sendable {
                 }
                 done += n
             }
+        }
+    }
+
+    /// A `preadv2(RWF_NOWAIT)`: succeeds only from the page cache. A short or refused read
+    /// leaves the rest to `read(into:at:)` on a worker.
+    /// (Writes always go to workers: a 4 KiB buffered write into a large page-cache folio
+    /// costs tens of microseconds of kernel time on ext4, and the reader must keep reading
+    /// meanwhile; the kernel here also refuses `RWF_NOWAIT` for buffered writes.)
+    public func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        guard noWaitReads, buffer.count > 0 else { return false }
+        try BlockDeviceError.checkRange(offset: offset, length: UInt64(buffer.count), size: size)
+        return try withOpenDescriptor { fd in
+            let n = LinuxFileAPI.preadNoWait(fd, buffer, at: off_t(offset))
+            if n == buffer.count { return true }
+            if n < 0 {
+                let e = errno
+                if e == EOPNOTSUPP || e == ENOSYS || e == EINVAL { noWaitReads = false }
+            }
+            return false
         }
     }
 

@@ -14,6 +14,9 @@ public final class ReadOnlyDevice: BlockDevice, @unchecked Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try base.read(into: buffer, at: offset)
     }
+    public func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try base.readIfImmediate(into: buffer, at: offset)
+    }
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws { throw refusal() }
     /// Nothing was written through this wrapper, so there is nothing to make durable.
     public func flush() throws {}

@@ -227,7 +227,7 @@ public final class NBDServer: @unchecked Sendable {
         }
         let thread = Thread { connection.run() }
         thread.name = "nbd-conn-\(connection.id)"
-        thread.stackSize = 1 << 20
+        thread.stackSize = 512 << 10
         thread.start()
         return true
     }

@@ -11,83 +11,132 @@ final class RequestWorkers: @unchecked Sendable {
     let maxThreads: Int
     let inFlightLimit: Int
     private let name: String
-    private let condition = NSCondition()
+    /// One mutex, and a condition per kind of waiter, so each event wakes exactly the
+    /// thread that can act on it (a broadcast per request woke every idle worker and the
+    /// reader, costing several context switches per 4 KiB request).
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    /// Workers wait here for a job (or `finishing`).
+    private let jobReady: UnsafeMutablePointer<pthread_cond_t>
+    /// The reader (`submit`) and `finish`/`waitUntilIdle` wait here for in-flight jobs to end.
+    private let jobDone: UnsafeMutablePointer<pthread_cond_t>
     private var queue: [Job] = []
     private var queueHead = 0
     private var inFlight = 0
     private var threads = 0
     private var idleThreads = 0
+    /// Signals sent to idle workers that have not woken yet.
+    private var pendingWakeups = 0
     private var finishing = false
+    /// Threads waiting on `jobDone`.
+    private var doneWaiters = 0
 
     init(maxThreads: Int, inFlightLimit: Int, name: String) {
         self.maxThreads = max(1, maxThreads)
         self.inFlightLimit = max(1, inFlightLimit)
         self.name = name
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        jobReady = .allocate(capacity: 1)
+        jobReady.initialize(to: pthread_cond_t())
+        pthread_cond_init(jobReady, nil)
+        jobDone = .allocate(capacity: 1)
+        jobDone.initialize(to: pthread_cond_t())
+        pthread_cond_init(jobDone, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(jobReady)
+        pthread_cond_destroy(jobDone)
+        pthread_mutex_destroy(mutex)
+        jobReady.deallocate()
+        jobDone.deallocate()
+        mutex.deallocate()
     }
 
     /// Queues a job, waiting while the in-flight limit is reached.
     func submit(_ job: @escaping Job) {
-        condition.lock()
-        while inFlight >= inFlightLimit { condition.wait() }
+        pthread_mutex_lock(mutex)
+        while inFlight >= inFlightLimit { waitForDone() }
         inFlight += 1
         queue.append(job)
-        let startThread = idleThreads == 0 && threads < maxThreads
+        // Idle workers not yet claimed by an earlier signal: one is enough per job; without
+        // one, another thread (up to the limit) takes the job while the others are busy.
+        let available = idleThreads - pendingWakeups
+        if available > 0 {
+            pendingWakeups += 1
+            pthread_cond_signal(jobReady)
+        }
+        let startThread = available <= 0 && threads < maxThreads
         if startThread { threads += 1 }
-        condition.broadcast()
-        condition.unlock()
+        pthread_mutex_unlock(mutex)
         if startThread {
             let thread = Thread { [self] in work() }
             thread.name = name
-            thread.stackSize = 1 << 20
+            // Jobs are shallow (a device call and a send); keep idle connections small.
+            thread.stackSize = 256 << 10
             thread.start()
         }
     }
 
     /// Waits until every submitted job has finished.
     func waitUntilIdle() {
-        condition.lock()
-        while inFlight > 0 { condition.wait() }
-        condition.unlock()
+        pthread_mutex_lock(mutex)
+        while inFlight > 0 { waitForDone() }
+        pthread_mutex_unlock(mutex)
     }
 
     /// Waits for outstanding jobs, then lets the threads end.
     func finish() {
-        condition.lock()
-        while inFlight > 0 { condition.wait() }
+        pthread_mutex_lock(mutex)
+        while inFlight > 0 { waitForDone() }
         finishing = true
-        condition.broadcast()
-        condition.unlock()
+        pthread_cond_broadcast(jobReady)
+        pthread_mutex_unlock(mutex)
     }
 
     var jobsInFlight: Int {
-        condition.lock(); defer { condition.unlock() }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         return inFlight
+    }
+
+    /// Called with the mutex held.
+    private func waitForDone() {
+        doneWaiters += 1
+        pthread_cond_wait(jobDone, mutex)
+        doneWaiters -= 1
     }
 
     private func work() {
         let context = WorkerContext()
-        condition.lock()
+        pthread_mutex_lock(mutex)
         while true {
             while queueHead == queue.count && !finishing {
                 idleThreads += 1
-                condition.wait()
+                pthread_cond_wait(jobReady, mutex)
                 idleThreads -= 1
+                if pendingWakeups > 0 { pendingWakeups -= 1 }
             }
             if queueHead == queue.count && finishing { break }
             let job = queue[queueHead]
             queueHead += 1
-            if queueHead > 64 && queueHead * 2 > queue.count {
+            if queueHead == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                queueHead = 0
+            } else if queueHead > 64 && queueHead * 2 > queue.count {
                 queue.removeFirst(queueHead)
                 queueHead = 0
             }
-            condition.unlock()
+            pthread_mutex_unlock(mutex)
             job(context)
-            condition.lock()
+            pthread_mutex_lock(mutex)
             inFlight -= 1
-            condition.broadcast()
+            // Only the reader (at the limit) or a finishing/idle waiter cares.
+            if doneWaiters > 0 { pthread_cond_broadcast(jobDone) }
         }
         threads -= 1
-        condition.unlock()
+        pthread_mutex_unlock(mutex)
     }
 }
 

@@ -17,11 +17,9 @@ extension TransmissionDriver {
         let buffer = worker.buffer(count: length)
         defer { if length > (4 << 20) { worker.trim() } }
 
-        guard builder.form != .simple else {
+        if builder.form == .simple || length <= Self.smallReadLimit {
             try device.read(into: buffer, at: offset)
-            let header = try builder.readDataPrefix(cookie: request.cookie, requestOffset: offset, dataOffset: offset,
-                                                    dataLength: UInt64(length), done: true)
-            header.withUnsafeBytes { sender.send([$0, UnsafeRawBufferPointer(buffer)]) }
+            try sendFilledRead(request, buffer: buffer)
             return
         }
 
@@ -33,9 +31,38 @@ extension TransmissionDriver {
             let start = Int(chunkOffset - offset)
             try device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<start + Int(chunkLength)]), at: chunkOffset)
         }
+        try sendChunks(chunks, for: request, buffer: buffer)
+    }
 
-        // Chunk headers (and whole hole chunks) go into one array; then header, data,
-        // header, data… leave in one send.
+    /// Up to this size a structured READ reads first and asks the device about holes only
+    /// when the data came back all zeroes: a 4 KiB read then costs one `pread`, not also a
+    /// `SEEK_DATA`/`SEEK_HOLE` pair (which takes the inode lock, contending with writers).
+    static let smallReadLimit = 128 << 10
+
+    /// Replies to a READ whose whole range is already in `buffer`. Non-zero data goes out as
+    /// one data chunk; an all-zero range is described with holes exactly as a larger read
+    /// would be.
+    func sendFilledRead(_ request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws {
+        let builder = sender.builder
+        let offset = request.offset
+        let dontFragment = request.flags.contains(.dontFragment)
+        if builder.form != .simple && !dontFragment && context.device.capabilities.contains(.extents)
+            && UnsafeRawBufferPointer(buffer).isAllZero {
+            let extents = try allocationExtents(offset: offset, length: request.length)
+            let chunks = ReadReplyPlanner.plan(offset: offset, length: request.length, extents: extents, dontFragment: false)
+            try sendChunks(chunks, for: request, buffer: buffer)
+            return
+        }
+        let header = try builder.readDataPrefix(cookie: request.cookie, requestOffset: offset, dataOffset: offset,
+                                                dataLength: request.length, done: true)
+        header.withUnsafeBytes { sender.send([$0, UnsafeRawBufferPointer(buffer)]) }
+    }
+
+    /// Sends planned chunks whose data ranges are filled in `buffer` (indexed from the
+    /// request's offset): header, data, header, data… in one send.
+    private func sendChunks(_ chunks: [ReadChunk], for request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws {
+        let builder = sender.builder
+        let offset = request.offset
         var headerBytes: [UInt8] = []
         var headerRanges: [Range<Int>] = []
         headerBytes.reserveCapacity(chunks.count * 40)
@@ -104,5 +131,33 @@ extension TransmissionDriver {
             if !progressed || stopAfterFirst { break }
         }
         return result
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// True when every byte is zero (word-at-a-time, stopping at the first non-zero block).
+    var isAllZero: Bool {
+        guard let base = baseAddress else { return true }
+        var index = 0
+        let words = count / 8
+        if Int(bitPattern: base) % 8 == 0 {
+            func word(_ i: Int) -> UInt64 { base.load(fromByteOffset: i &* 8, as: UInt64.self) }
+            while index + 8 <= words {
+                let block = word(index) | word(index + 1) | word(index + 2) | word(index + 3)
+                    | word(index + 4) | word(index + 5) | word(index + 6) | word(index + 7)
+                if block != 0 { return false }
+                index += 8
+            }
+            while index < words {
+                if word(index) != 0 { return false }
+                index += 1
+            }
+            index *= 8
+        }
+        while index < count {
+            if self[index] != 0 { return false }
+            index += 1
+        }
+        return true
     }
 }

@@ -41,10 +41,13 @@ final class TransmissionDriver: @unchecked Sendable {
     }
 
     private func readLoop() -> Ending {
+        let input = BufferedRequestReader(stream: stream)
+        // The reader's own read buffer, for the requests it answers itself.
+        let readerScratch = WorkerContext()
         var header = [UInt8](repeating: 0, count: context.requestForm.wireSize)
         while true {
             do {
-                try header.withUnsafeMutableBytes { try stream.readExactly(into: $0) }
+                try header.withUnsafeMutableBytes { try input.readExactly(into: $0) }
             } catch {
                 return .connectionClosed
             }
@@ -61,7 +64,7 @@ final class TransmissionDriver: @unchecked Sendable {
             case let .reply(error, message):
                 logger.debug("refusing \(request.command) cookie \(request.cookie): \(message)")
                 // The validator bounded the payload by its drain limit.
-                if payloadLength > 0 && !drain(payloadLength) { return .connectionClosed }
+                if payloadLength > 0 && !drain(payloadLength, from: input) { return .connectionClosed }
                 sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message)
                 continue
             case .valid:
@@ -72,12 +75,17 @@ final class TransmissionDriver: @unchecked Sendable {
             if payloadLength > 0 {
                 let buffer = payloads.take(count: Int(payloadLength))
                 do {
-                    try stream.readExactly(into: buffer.bytes)
+                    try input.readExactly(into: buffer.bytes)
                 } catch {
                     payloads.give(buffer)
                     return .connectionClosed
                 }
                 payload = buffer
+            }
+            if executeImmediately(request, payload: payload, scratch: readerScratch) {
+                if let payload { payloads.give(payload) }
+                readerScratch.trim(keeping: Self.immediateLimit)
+                continue
             }
             let pool = payloads
             workers.submit { [self, payload] worker in
@@ -88,14 +96,14 @@ final class TransmissionDriver: @unchecked Sendable {
     }
 
     /// Reads and discards `count` bytes (a refused request's payload) to stay in sync.
-    private func drain(_ count: UInt64) -> Bool {
+    private func drain(_ count: UInt64, from input: BufferedRequestReader) -> Bool {
         var remaining = count
         var scratch = [UInt8](repeating: 0, count: 64 << 10)
         return scratch.withUnsafeMutableBytes { buffer in
             while remaining > 0 {
                 let piece = Int(min(UInt64(buffer.count), remaining))
                 do {
-                    try stream.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<piece]))
+                    try input.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<piece]))
                 } catch {
                     return false
                 }
@@ -103,6 +111,38 @@ final class TransmissionDriver: @unchecked Sendable {
             }
             return true
         }
+    }
+
+    // MARK: Execution on the reader thread
+
+    /// Largest READ/WRITE the reader answers itself.
+    static let immediateLimit = 128 << 10
+
+    /// Answers a small READ or plain WRITE on the reader thread when the device can do it
+    /// without waiting for storage (page-cache hit, buffered write): a hand-off to a worker
+    /// and back costs more than the request itself. Returns false, having done nothing,
+    /// when the request must go to a worker.
+    private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, scratch: WorkerContext) -> Bool {
+        let device = context.device
+        do {
+            switch request.command {
+            case .read:
+                guard request.length > 0, request.length <= UInt64(Self.immediateLimit) else { return false }
+                let buffer = scratch.buffer(count: Int(request.length))
+                guard try device.readIfImmediate(into: buffer, at: request.offset) else { return false }
+                try sendFilledRead(request, buffer: buffer)
+            case .write:
+                guard let payload, !request.flags.contains(.fua),
+                      try device.writeIfImmediate(UnsafeRawBufferPointer(payload.bytes), at: request.offset)
+                else { return false }
+                sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
+            default:
+                return false
+            }
+        } catch {
+            sendFailure(error, for: request)
+        }
+        return true
     }
 
     // MARK: Execution (worker threads)
@@ -139,12 +179,16 @@ final class TransmissionDriver: @unchecked Sendable {
             }
             sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
         } catch {
-            let errno = StorageErrorMapping.nbdErrno(for: error, command: request.command, flags: request.flags)
-            if errno != .ENOTSUP {
-                logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
-            }
-            sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
-                             message: String(describing: error))
+            sendFailure(error, for: request)
         }
+    }
+
+    private func sendFailure(_ error: any Error, for request: NBDRequest) {
+        let errno = StorageErrorMapping.nbdErrno(for: error, command: request.command, flags: request.flags)
+        if errno != .ENOTSUP {
+            logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
+        }
+        sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
+                         message: String(describing: error))
     }
 }

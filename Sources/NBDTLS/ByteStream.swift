@@ -81,30 +81,35 @@ public final class SocketStream: ByteStream, @unchecked Sendable {
     }
 
     public func write(_ parts: [UnsafeRawBufferPointer]) throws {
-        var iov = parts.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
-        var index = 0
-        while index < iov.count {
-            var msg = msghdr()
-            let sent: Int = iov.withUnsafeMutableBufferPointer { vectors in
-                msg.msg_iov = vectors.baseAddress! + index
-                msg.msg_iovlen = min(vectors.count - index, 1024)
+        // The iovec array lives on the stack: no heap allocation per reply.
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(parts.count, 1)) { iov in
+            var count = 0
+            for part in parts where part.count > 0 {
+                iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: part.baseAddress), iov_len: part.count)
+                count += 1
+            }
+            var index = 0
+            while index < count {
+                var msg = msghdr()
+                msg.msg_iov = iov.baseAddress! + index
+                msg.msg_iovlen = min(count - index, 1024)
                 // MSG_NOSIGNAL: a peer that vanishes mid-reply must not kill the process (CVE-2017-10664).
-                return Glibc.sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
-            }
-            if sent < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                throw StreamError(.system, "send failed: \(String(cString: strerror(e)))", errno: e)
-            }
-            var remaining = sent
-            while remaining > 0 && index < iov.count {
-                if remaining >= iov[index].iov_len {
-                    remaining -= iov[index].iov_len
-                    index += 1
-                } else {
-                    iov[index].iov_base += remaining
-                    iov[index].iov_len -= remaining
-                    remaining = 0
+                let sent = Glibc.sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
+                if sent < 0 {
+                    let e = errno
+                    if e == EINTR { continue }
+                    throw StreamError(.system, "send failed: \(String(cString: strerror(e)))", errno: e)
+                }
+                var remaining = sent
+                while remaining > 0 && index < count {
+                    if remaining >= iov[index].iov_len {
+                        remaining -= iov[index].iov_len
+                        index += 1
+                    } else {
+                        iov[index].iov_base += remaining
+                        iov[index].iov_len -= remaining
+                        remaining = 0
+                    }
                 }
             }
         }

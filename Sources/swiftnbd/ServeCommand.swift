@@ -89,6 +89,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() throws {
+        Self.limitMallocArenas()
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info
