@@ -18,6 +18,10 @@ final class BufferedRequestReader {
 
     deinit { storage.deallocate() }
 
+    /// Runs before every receive that may wait for the peer (the reader sends its gathered
+    /// replies there: the client may be waiting for them before it sends more).
+    var beforeReceiving: (() -> Void)?
+
     /// Bytes already received and not yet consumed.
     var bufferedCount: Int { end - start }
 
@@ -35,11 +39,13 @@ final class BufferedRequestReader {
             let missing = destination.count - filled
             if missing >= storage.count {
                 // A big payload: no point staging it in the buffer.
+                beforeReceiving?()
                 let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: destination[filled...]))
                 if n == 0 { throw endOfStream(filled, destination.count) }
                 filled += n
                 continue
             }
+            beforeReceiving?()
             start = 0
             end = try stream.read(into: storage)
             if end == 0 { throw endOfStream(filled, destination.count) }

@@ -35,27 +35,35 @@ extension TransmissionDriver {
     }
 
     /// Up to this size a structured READ reads first and asks the device about holes only
-    /// when the data came back all zeroes: a 4 KiB read then costs one `pread`, not also a
-    /// `SEEK_DATA`/`SEEK_HOLE` pair (which takes the inode lock, contending with writers).
+    /// when some sector came back all zeroes: a 4 KiB read of data then costs one `pread`,
+    /// not also a `SEEK_DATA`/`SEEK_HOLE` pair (which takes the inode lock).
     static let smallReadLimit = 128 << 10
 
-    /// Replies to a READ whose whole range is already in `buffer`. Non-zero data goes out as
-    /// one data chunk; an all-zero range is described with holes exactly as a larger read
-    /// would be.
+    /// Replies to a READ whose whole range is already in `buffer`: one data chunk, or, when
+    /// zero sectors may be holes, the chunks the device's extents give.
     func sendFilledRead(_ request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws {
-        let builder = sender.builder
-        let offset = request.offset
-        let dontFragment = request.flags.contains(.dontFragment)
-        if builder.form != .simple && !dontFragment && context.device.capabilities.contains(.extents)
-            && UnsafeRawBufferPointer(buffer).isAllZero {
+        if let header = try plainReadHeader(request, buffer: buffer) {
+            header.withUnsafeBytes { sender.send([$0, UnsafeRawBufferPointer(buffer)]) }
+        } else {
+            let offset = request.offset
             let extents = try allocationExtents(offset: offset, length: request.length)
             let chunks = ReadReplyPlanner.plan(offset: offset, length: request.length, extents: extents, dontFragment: false)
             try sendChunks(chunks, for: request, buffer: buffer)
-            return
         }
-        let header = try builder.readDataPrefix(cookie: request.cookie, requestOffset: offset, dataOffset: offset,
-                                                dataLength: request.length, done: true)
-        header.withUnsafeBytes { sender.send([$0, UnsafeRawBufferPointer(buffer)]) }
+    }
+
+    /// The header of a one-piece reply carrying all of `buffer`, or nil when some of the data
+    /// is zeroes the device may know as holes (structured replies, no DF): those replies are
+    /// planned from the device's extents exactly like larger reads.
+    func plainReadHeader(_ request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws -> [UInt8]? {
+        let builder = sender.builder
+        if builder.form != .simple && !request.flags.contains(.dontFragment)
+            && context.device.capabilities.contains(.extents)
+            && UnsafeRawBufferPointer(buffer).hasZeroSector(deviceOffset: request.offset) {
+            return nil
+        }
+        return try builder.readDataPrefix(cookie: request.cookie, requestOffset: request.offset, dataOffset: request.offset,
+                                          dataLength: request.length, done: true)
     }
 
     /// Sends planned chunks whose data ranges are filled in `buffer` (indexed from the
@@ -135,27 +143,30 @@ extension TransmissionDriver {
 }
 
 extension UnsafeRawBufferPointer {
-    /// True when every byte is zero (word-at-a-time, stopping at the first non-zero block).
-    var isAllZero: Bool {
-        guard let base = baseAddress else { return true }
+    /// True when some 512-byte sector of the device (sectors aligned to device offsets; the
+    /// partial ones at either end included) reads as all zeroes in this buffer, which holds
+    /// the data from `deviceOffset`. Holes read as zeroes, so a buffer without such a sector
+    /// has no hole of sector granularity: its reply is one data chunk either way.
+    func hasZeroSector(deviceOffset: UInt64) -> Bool {
+        guard let base = baseAddress else { return false }
+        var start = 0
+        var pieceEnd = Swift.min(count, 512 - Int(deviceOffset % 512))
+        while start < count {
+            if Self.isZero(base + start, pieceEnd - start) { return true }
+            start = pieceEnd
+            pieceEnd = Swift.min(count, start + 512)
+        }
+        return false
+    }
+
+    private static func isZero(_ base: UnsafeRawPointer, _ count: Int) -> Bool {
         var index = 0
-        let words = count / 8
-        if Int(bitPattern: base) % 8 == 0 {
-            func word(_ i: Int) -> UInt64 { base.load(fromByteOffset: i &* 8, as: UInt64.self) }
-            while index + 8 <= words {
-                let block = word(index) | word(index + 1) | word(index + 2) | word(index + 3)
-                    | word(index + 4) | word(index + 5) | word(index + 6) | word(index + 7)
-                if block != 0 { return false }
-                index += 8
-            }
-            while index < words {
-                if word(index) != 0 { return false }
-                index += 1
-            }
-            index *= 8
+        while index + 8 <= count {
+            if base.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
         }
         while index < count {
-            if self[index] != 0 { return false }
+            if base.load(fromByteOffset: index, as: UInt8.self) != 0 { return false }
             index += 1
         }
         return true

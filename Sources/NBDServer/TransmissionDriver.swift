@@ -42,8 +42,11 @@ final class TransmissionDriver: @unchecked Sendable {
 
     private func readLoop() -> Ending {
         let input = BufferedRequestReader(stream: stream)
-        // The reader's own read buffer, for the requests it answers itself.
-        let readerScratch = WorkerContext()
+        // Replies to the reads the reader answers itself, sent before it can block.
+        let batch = ReplyBatch(capacity: Self.immediateLimit * 2)
+        let sender = sender
+        input.beforeReceiving = { batch.flush(to: sender) }
+        defer { batch.flush(to: sender) }
         var header = [UInt8](repeating: 0, count: context.requestForm.wireSize)
         while true {
             do {
@@ -65,6 +68,7 @@ final class TransmissionDriver: @unchecked Sendable {
                 logger.debug("refusing \(request.command) cookie \(request.cookie): \(message)")
                 // The validator bounded the payload by its drain limit.
                 if payloadLength > 0 && !drain(payloadLength, from: input) { return .connectionClosed }
+                batch.flush(to: sender)
                 sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message)
                 continue
             case .valid:
@@ -82,11 +86,12 @@ final class TransmissionDriver: @unchecked Sendable {
                 }
                 payload = buffer
             }
-            if executeImmediately(request, payload: payload, scratch: readerScratch) {
+            if executeImmediately(request, payload: payload, batch: batch) {
                 if let payload { payloads.give(payload) }
-                readerScratch.trim(keeping: Self.immediateLimit)
                 continue
             }
+            // `submit` may wait for a free slot: nothing gathered may wait with it.
+            batch.flush(to: sender)
             let pool = payloads
             workers.submit { [self, payload] worker in
                 execute(request, payload: payload, worker: worker)
@@ -122,15 +127,30 @@ final class TransmissionDriver: @unchecked Sendable {
     /// without waiting for storage (page-cache hit, buffered write): a hand-off to a worker
     /// and back costs more than the request itself. Returns false, having done nothing,
     /// when the request must go to a worker.
-    private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, scratch: WorkerContext) -> Bool {
+    private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, batch: ReplyBatch) -> Bool {
         let device = context.device
         do {
             switch request.command {
             case .read:
                 guard request.length > 0, request.length <= UInt64(Self.immediateLimit) else { return false }
-                let buffer = scratch.buffer(count: Int(request.length))
-                guard try device.readIfImmediate(into: buffer, at: request.offset) else { return false }
-                try sendFilledRead(request, buffer: buffer)
+                let count = Int(request.length)
+                var reserved = batch.reserve(count)
+                if reserved == nil {
+                    batch.flush(to: sender)
+                    reserved = batch.reserve(count)
+                }
+                guard let buffer = reserved else { return false }
+                guard try device.readIfImmediate(into: buffer, at: request.offset) else {
+                    batch.release(buffer)
+                    return false
+                }
+                if let header = try plainReadHeader(request, buffer: buffer) {
+                    batch.append(header: header, data: UnsafeRawBufferPointer(buffer))
+                } else {
+                    // Zeroes that may be holes: described chunk by chunk, sent on their own.
+                    batch.flush(to: sender)
+                    try sendFilledRead(request, buffer: buffer)
+                }
             case .write:
                 guard let payload, !request.flags.contains(.fua),
                       try device.writeIfImmediate(UnsafeRawBufferPointer(payload.bytes), at: request.offset)

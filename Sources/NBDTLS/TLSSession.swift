@@ -142,15 +142,20 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
             // data, and a 32 MiB payload should be encrypted straight from the caller's buffer.
             var corked = nonEmpty.count > 1
             var buffered = 0
+            // A batch of small replies (many headers and 4 KiB blocks) is corked whole, so it
+            // leaves as full records instead of one tiny record per header.
+            var total = 0
+            for part in nonEmpty { total += part.count }
+            let corkLimit = total <= Self.wholeCorkLimit ? total : Self.recordSize
             if corked { gnutls_record_cork(handle.raw) }
             for part in nonEmpty {
                 var offset = 0
                 if corked {
-                    let take = min(part.count, max(0, Self.recordSize - buffered))
+                    let take = min(part.count, max(0, corkLimit - buffered))
                     try sendAll(part, from: 0, to: take, corked: true)
                     buffered += take
                     offset = take
-                    if offset < part.count || buffered >= Self.recordSize {
+                    if offset < part.count || buffered >= corkLimit {
                         try uncork()
                         corked = false
                     }
@@ -163,6 +168,8 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
 
     /// The largest TLS record payload.
     private static let recordSize = 16384
+    /// Writes up to this size are corked whole (GnuTLS copies corked bytes once).
+    private static let wholeCorkLimit = 256 << 10
 
     private func sendAll(_ part: UnsafeRawBufferPointer, from start: Int, to end: Int, corked: Bool) throws {
         var offset = start
