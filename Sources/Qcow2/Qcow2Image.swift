@@ -128,3 +128,13 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
 
     deinit { try? close() }
 }
+
+extension Qcow2Image {
+    /// Whether a file starts with the qcow2 magic. Only for formats the user asked to probe:
+    /// a guest can write this magic into a raw image.
+    public static func hasQcow2Magic(path: String) -> Bool {
+        guard let file = try? HostFile(path: path, writable: false), (try? file.length()) ?? 0 >= 4,
+              let magic = try? file.readExactly(4, at: 0, what: "magic") else { return false }
+        return magic.be32(at: 0) == Qcow2Header.magic
+    }
+}

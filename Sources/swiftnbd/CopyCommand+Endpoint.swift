@@ -14,6 +14,8 @@ struct CopyEndpoint {
     var knownZero: Bool
     /// Number of connections behind it (1 for local files).
     var connections: Int
+    /// Local raw file path, for page-cache management while writing.
+    var localRawPath: String? = nil
 
     /// Opens `SRC`: an NBD URI or a local image.
     static func openSource(_ spec: String, connections: Int, requests: Int) throws -> CopyEndpoint {
@@ -56,7 +58,8 @@ struct CopyEndpoint {
         if device.size < size {
             throw CopyFailure("destination \(spec) has \(device.size) bytes, less than the source's \(size)")
         }
-        return CopyEndpoint(device: device, label: spec, knownZero: created, connections: 1)
+        return CopyEndpoint(device: device, label: spec, knownZero: created, connections: 1,
+                            localRawPath: created ? spec : nil)
     }
 }
 

@@ -20,6 +20,8 @@ final class BlockCopier: @unchecked Sendable {
     let workers: Int
     let sparse: Bool
     let progress: CopyProgress
+    /// Set for local file destinations (see `PageCacheDropper`).
+    var pageCache: PageCacheDropper?
 
     private let lock = ConditionLock()
     private var cursor: UInt64 = 0
@@ -68,6 +70,7 @@ final class BlockCopier: @unchecked Sendable {
     }
 
     private func work(_ buffer: UnsafeMutableRawBufferPointer) {
+        var previous: (offset: UInt64, length: UInt64)?
         while true {
             let item: Work?
             do { item = try next() } catch {
@@ -87,6 +90,10 @@ final class BlockCopier: @unchecked Sendable {
                         try zero(offset: offset, length: UInt64(length))
                     } else {
                         try destination.write(UnsafeRawBufferPointer(piece), at: offset, fua: false)
+                        if let pageCache {
+                            pageCache.written((offset, UInt64(length)), previous: previous)
+                            previous = (offset, UInt64(length))
+                        }
                     }
                     progress.add(UInt64(length))
                 }

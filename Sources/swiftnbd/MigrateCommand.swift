@@ -59,7 +59,7 @@ struct MigrateCommand: ParsableCommand {
     var migrationPort: Int?
 
     @Option(name: .customLong("export-server"), help: ArgumentHelp(
-        "Who serves the destination images: swiftnbd (a `swiftnbd serve` child), qemu-nbd, or destination-qemu (the destination's own NBD server; for comparison).",
+        "Who serves the destination images: swiftnbd (in this process), swiftnbd-serve (a `swiftnbd serve` child), qemu-nbd, or destination-qemu (the destination's own NBD server; for comparison).",
         valueName: "server"))
     var exportServer: ExportServer = .swiftnbd
 
@@ -95,6 +95,7 @@ struct MigrateCommand: ParsableCommand {
 
     enum ExportServer: String, ExpressibleByArgument, CaseIterable {
         case swiftnbd
+        case swiftnbdServe = "swiftnbd-serve"
         case qemuNBD = "qemu-nbd"
         case destinationQEMU = "destination-qemu"
     }
@@ -167,9 +168,11 @@ struct MigrateCommand: ParsableCommand {
         return plan
     }
 
-    func makeLauncher() -> any MigrationExportLauncher {
+    func makeLauncher(logger: Logger) -> any MigrationExportLauncher {
         switch exportServer {
         case .swiftnbd:
+            return InProcessExportLauncher(logger: logger)
+        case .swiftnbdServe:
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             return ProcessExportLauncher(server: .swiftnbd(executable: executable))
         case .qemuNBD:
@@ -188,7 +191,7 @@ struct MigrateCommand: ParsableCommand {
             let source = try QMPClient(unixPath: sourceQMP, timeout: 10)
             let destination = try QMPClient(unixPath: destinationQMP, timeout: 10)
             let orchestrator = MigrationOrchestrator(plan: plan, source: source, destination: destination,
-                                                     launcher: makeLauncher(), logger: logger)
+                                                     launcher: makeLauncher(logger: logger), logger: logger)
             let interrupts = MigrateInterruptWatcher { orchestrator.requestCancel() }
             defer { interrupts.stop() }
             outcome = Result { try orchestrator.run() }

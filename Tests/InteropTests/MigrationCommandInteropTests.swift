@@ -7,9 +7,9 @@ import QMP
 @Suite("swiftnbd migrate", .serialized)
 struct MigrationCommandInteropTests {
     static let tools = Peers.available("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "certtool")
-    /// `--export-server` values: the B1 servers, and the destination QEMU itself (arrangement A).
-    // swiftnbd joins once `swiftnbd serve` is in main.
-    static let exportServers = ["qemu-nbd", "destination-qemu"]
+    /// `--export-server` values: SwiftNBD in-process (the default) and as a `swiftnbd serve`
+    /// child, qemu-nbd, and the destination QEMU itself (arrangement A).
+    static let exportServers = ["swiftnbd", "swiftnbd-serve", "qemu-nbd", "destination-qemu"]
 
     struct Setup {
         let dir: TempDir
@@ -91,11 +91,11 @@ struct MigrationCommandInteropTests {
         let result = try withUnblockedSignals {
             try run([Peers.swiftnbd, "migrate", "--source-qmp", setup.source.commandQMPPath,
                      "--destination-qmp", setup.destination.commandQMPPath, "--disk", "vda-format=\(setup.dst)",
-                     "--tls-certificates", setup.pki.trusted, "--export-server", "qemu-nbd",
+                     "--tls-certificates", setup.pki.trusted,
                      "--downtime-limit", "300", "--max-bandwidth", "1G", "--multifd-channels", "2", "--auto-converge"], timeout: 120)
         }
         try #require(result.succeeded, "\(result)\n\(setup.context)")
-        #expect(result.stdout.contains("migration completed via qemu-nbd"))
+        #expect(result.stdout.contains("migration completed via swiftnbd (in-process)"))
         #expect(result.stdout.contains("downtime"))
         #expect(try setup.destination.qmp.execute("query-status")["status"] == "running")
         #expect(try setup.source.qmp.execute("query-status")["status"] == "postmigrate")
@@ -116,8 +116,7 @@ struct MigrationCommandInteropTests {
         let nbdPort = FreePort.next()
         let before = try MigrationGuestTags.scan(setup.src)
         // 1 MiB/s cannot copy 256 MiB within 3 s.
-        let result = try setup.migrate(["--export-server", "qemu-nbd", "--nbd-port", String(nbdPort),
-                                        "--mirror-speed", "1M", "--timeout", "3"])
+        let result = try setup.migrate(["--nbd-port", String(nbdPort), "--mirror-speed", "1M", "--timeout", "3"])
         #expect(result.status == 1, "\(result)")
         let report = try QMPValue.parse(Array(result.stdout.utf8))
         #expect(report["status"] == "failed")
@@ -151,7 +150,7 @@ struct MigrationCommandInteropTests {
         process.executableURL = URL(fileURLWithPath: Peers.swiftnbd)
         process.arguments = ["migrate", "--source-qmp", setup.source.commandQMPPath, "--destination-qmp", setup.destination.commandQMPPath,
                              "--disk", "vda-format=\(setup.dst)", "--tls-certificates", setup.pki.trusted, "--json",
-                             "--export-server", "qemu-nbd", "--mirror-speed", "1M", "--timeout", "60"]
+                             "--mirror-speed", "1M", "--timeout", "60"]
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         process.standardError = FileHandle.nullDevice
         try withUnblockedSignals { try process.run() }
@@ -180,7 +179,7 @@ struct MigrationCommandInteropTests {
         let setup = try Setup("postcopy")
         defer { setup.shutdown() }
         // A slow RAM stream keeps pre-copy busy long enough to switch to post-copy.
-        let result = try setup.migrate(["--export-server", "qemu-nbd", "--postcopy-after", "1", "--max-bandwidth", "2M",
+        let result = try setup.migrate(["--postcopy-after", "1", "--max-bandwidth", "2M",
                                         "--no-resume", "--timeout", "60"])
         try #require(result.succeeded, "\(result)\n\(setup.context)")
         let report = try QMPValue.parse(Array(result.stdout.utf8))
@@ -205,7 +204,7 @@ struct MigrationCommandInteropTests {
         defer { source.shutdown(); running.shutdown() }
         let result = try withUnblockedSignals {
             try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", running.commandQMPPath,
-                     "--disk", "vda-format=\(other)", "--tls-certificates", pki.trusted, "--export-server", "qemu-nbd"], timeout: 60)
+                     "--disk", "vda-format=\(other)", "--tls-certificates", pki.trusted], timeout: 60)
         }
         #expect(result.status == 1)
         #expect(result.stderr.contains("expected inmigrate"), "\(result)")

@@ -9,8 +9,7 @@ import QMP
 @Suite("Block migration through an external NBD export", .serialized)
 struct MigrationInteropTests {
     static let tools = Peers.available("qemu-system-x86_64", "qemu-img", "qemu-io", "certtool")
-    // swiftnbd joins once `swiftnbd serve` is in main.
-    static let servers: [MigrationExportServer] = [.qemuNBD]
+    static let servers = MigrationExportServer.allCases
 
     @Test("a writing guest moves to the destination with its disk mirrored over TLS into the export",
           .enabled(if: tools), .timeLimit(.minutes(2)), arguments: servers)

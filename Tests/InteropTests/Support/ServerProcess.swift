@@ -90,7 +90,7 @@ final class ServerProcess: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try withUnblockedSignals { try process.run() }
         guard let listener else { return }
         let deadline = Date().addingTimeInterval(readyTimeout)
         while Date() < deadline {

@@ -1,0 +1,88 @@
+import BlockDevices
+import Foundation
+import Logging
+import NBDServer
+import NBDTLS
+
+/// Serves each destination image from an `NBDServer` inside this process (the default of
+/// `swiftnbd migrate`): raw image, writable, TLS required, client certificates verified
+/// against the plan's CA (optionally limited to `tlsAuthorizedDNs`).
+public struct InProcessExportLauncher: MigrationExportLauncher {
+    public let logger: Logger
+
+    public init(logger: Logger = Logger(label: "swiftnbd.migrate.export")) {
+        self.logger = logger
+    }
+
+    public var name: String { "swiftnbd (in-process)" }
+
+    public func start(disk: MigrationPlan.Disk, port: Int, context: MigrationExportContext) throws -> any MigrationExport {
+        let plan = context.plan
+        guard let port16 = UInt16(exactly: port) else {
+            throw MigrationError(.exportFailed, "port \(port) is out of range", phase: .exporting)
+        }
+        let provider: GnuTLSServerTLSProvider
+        do {
+            provider = try GnuTLSServerTLSProvider(TLSServerConfiguration(
+                credentials: .x509(directory: plan.tlsDirectory), verifyPeer: true,
+                authorizedDNs: try DNAuthorizationList(parsing: plan.tlsAuthorizedDNs)))
+        } catch {
+            throw MigrationError(.exportFailed, "TLS credentials in \(plan.tlsDirectory): \(error)", phase: .exporting)
+        }
+        let device: any BlockDevice
+        do {
+            // Takes QEMU-compatible image locks: a second writer cannot open the image while
+            // we serve it (block-migration.md §6), and they are released on close.
+            device = try RawFileDevice(path: disk.destinationImage, readOnly: false)
+        } catch {
+            throw MigrationError(.exportFailed, "cannot open \(disk.destinationImage): \(error)", phase: .exporting)
+        }
+        let configuration = ServerConfiguration(
+            listenAddresses: [.tcp(host: plan.host, port: port16)],
+            exports: [ExportConfiguration(name: disk.exportName, description: "migration target for \(disk.sourceNode)", device: device)],
+            tlsMode: .require, tlsProvider: provider)
+        let server: NBDServer
+        do {
+            server = try NBDServer(configuration: configuration, logger: logger)
+            try server.start()
+        } catch {
+            try? device.close()
+            throw MigrationError(.exportFailed, "export \(disk.exportName) on \(plan.host):\(port): \(error)", phase: .exporting)
+        }
+        return InProcessExport(server: server, host: plan.host, port: Int(server.boundPorts.first ?? port16), exportName: disk.exportName)
+    }
+}
+
+final class InProcessExport: MigrationExport, @unchecked Sendable {
+    let host: String
+    let port: Int
+    let exportName: String
+    private let server: NBDServer
+    private let lock = NSLock()
+    private var stopped = false
+
+    init(server: NBDServer, host: String, port: Int, exportName: String) {
+        self.server = server
+        self.host = host
+        self.port = port
+        self.exportName = exportName
+    }
+
+    var log: String { "" }
+
+    /// Graceful shutdown: stop accepting, finish requests in flight, flush and close the
+    /// image (dropping its locks), then return.
+    func stop() throws {
+        let first = lock.withLock { () -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        server.shutdown()
+        server.waitUntilStopped()
+    }
+
+    deinit {
+        try? stop()
+    }
+}
