@@ -223,7 +223,7 @@ class Table:
         self.rows.append(dict(order=tuple(order), section=section, workload=workload, transport=transport, tls=tls, metric=metric,
                               values={s: median(results.get(s, {}).get("value", [])) for s in order},
                               cpu={s: median(results.get(s, {}).get("cpu_per_gib", [])) for s in order},
-                              rss={s: max(results.get(s, {}).get("rss", [float("nan")])) for s in order},
+                              rss={s: max(results.get(s, {}).get("rss") or [float("nan")]) for s in order},
                               ratio=ours / best if best and best == best else float("nan")))
 
     def print(self):

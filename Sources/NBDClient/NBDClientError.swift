@@ -32,7 +32,7 @@ public struct NBDClientError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// Text the server sent with an option error or an error chunk.
     public var serverMessage: String?
-    /// The NBD error value of a failed command (Linux numbering, see `NBDCommandErrno`).
+    /// The NBD error value of a failed command (Linux numbering, see `NBDErrno`).
     public var errno: UInt32?
     public var file: String
     public var line: Int

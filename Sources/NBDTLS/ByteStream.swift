@@ -66,6 +66,9 @@ public final class SocketStream: ByteStream, @unchecked Sendable {
     public init(fd: Int32) { self.fd = fd }
     deinit { close() }
 
+    /// True once `close()` ran: the descriptor number may already belong to someone else.
+    public var isClosed: Bool { closeLock.withLock { closed } }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         while true {
             let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, 0)

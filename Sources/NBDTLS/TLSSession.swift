@@ -202,7 +202,9 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
     /// Sends close_notify (unless a writer is stuck mid-send) and closes the socket.
     public func close() {
         guard markClosed() else { return }
-        if writeLock.tryLock() {
+        // If the socket was closed under us its descriptor number may already be reused by
+        // another connection: never write a close_notify into it.
+        if !socket.isClosed, writeLock.tryLock() {
             // Bound the goodbye: a peer that stopped reading must not hang us here.
             var timeout = timeval(tv_sec: 2, tv_usec: 0)
             _ = setsockopt(socket.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

@@ -47,8 +47,8 @@ final class HostFile: @unchecked Sendable {
 
     deinit { _ = Glibc.close(fd) }
 
-    /// Takes QEMU-compatible writer locks (see `WriterLock`).
-    func lockForWriting() throws { try WriterLock.acquire(fd: fd, path: path) }
+    /// Takes QEMU-compatible locks (see `WriterLock`): writer locks when open for writing.
+    func lock() throws { try WriterLock.acquire(fd: fd, path: path, writing: writable) }
     func unlock() { WriterLock.release(fd: fd) }
 
     /// Current length of the file in bytes.

@@ -84,8 +84,14 @@ extension Qcow2Image {
             try tables.setEntry(table: u.table, index: u.index, u.entry)
             released += hostClusters(of: u.old, replacedBy: u.entry)
         }
-        if !released.isEmpty { allocationLock.withLock { pendingFrees += released } }
+        guard !released.isEmpty else { return }
+        let backlog = allocationLock.withLock { pendingFrees += released; return pendingFrees.count }
+        // A client that never flushes must not keep freed clusters out of reach for ever.
+        if backlog >= Self.maxPendingFrees { try syncAndReleasePending() }
     }
+
+    /// Freed clusters held back before a sync is forced to release them.
+    static let maxPendingFrees = 4096
 
     /// Host clusters an entry references that the replacing entry does not keep.
     func hostClusters(of old: L2Entry, replacedBy new: L2Entry) -> [UInt64] {

@@ -49,7 +49,7 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>) throws {
         self.path = path
         let file = try HostFile(path: path, writable: writable)
-        if writable { try file.lockForWriting() }
+        try file.lock()
         let fileLength = try file.length()
         // Cluster 0 holds the header, extensions and backing name; 2 MiB is the largest cluster.
         let headBytes = try file.readExactly(Int(min(fileLength, 2 << 20)), at: 0, what: "header")
@@ -118,13 +118,31 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
 
     public func close() throws {
         let wasClosed = stateLock.withLock { () -> Bool in defer { closed = true }; return closed }
-        if wasClosed || !writable { return }
+        if wasClosed { return }
+        defer { releaseLocks() }
+        if !writable { return }
         // Apply the deferred refcount decrements (after a sync), then make them durable too,
         // so a clean close leaves exact refcounts.
-        defer { file.unlock() }
         try syncAndReleasePending()
         try file.sync()
     }
 
+    /// Drops the file locks of this image and its backing chain (the descriptors stay open
+    /// until the image is released).
+    func releaseLocks() {
+        file.unlock()
+        backing?.releaseLocks()
+    }
+
     deinit { try? close() }
+}
+
+extension Qcow2Image {
+    /// Whether a file starts with the qcow2 magic. Only for formats the user asked to probe:
+    /// a guest can write this magic into a raw image.
+    public static func hasQcow2Magic(path: String) -> Bool {
+        guard let file = try? HostFile(path: path, writable: false), (try? file.length()) ?? 0 >= 4,
+              let magic = try? file.readExactly(4, at: 0, what: "magic") else { return false }
+        return magic.be32(at: 0) == Qcow2Header.magic
+    }
 }

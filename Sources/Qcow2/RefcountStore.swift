@@ -56,16 +56,6 @@ final class RefcountStore {
         try file.write(Array(blocks[ti]![start..<start + length]), at: table[ti] + UInt64(start))
     }
 
-    /// +1 on a cluster (creating its refcount block if needed).
-    func increment(_ cluster: UInt64) throws {
-        _ = try ensureBlock(for: cluster)
-        let c = try count(cluster)
-        guard c < g.maxRefcount else {
-            throw BlockDeviceError(.io, "qcow2: refcount of host cluster \(cluster) would overflow")
-        }
-        try setExisting(cluster, c + 1)
-    }
-
     /// −1 on a cluster; a cluster reaching 0 becomes free for the allocator.
     func decrement(_ cluster: UInt64) throws {
         let c = try count(cluster)

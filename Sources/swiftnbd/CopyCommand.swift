@@ -26,7 +26,7 @@ struct CopyCommand: ParsableCommand {
     @Option(help: "Connections per NBD export (used when the server allows multi-conn).")
     var connections: Int = 4
 
-    @Option(help: "Requests in flight per connection.")
+    @Option(help: "READs in flight per connection from an NBD source (local sources use 4 worker threads per connection).")
     var requests: Int = 64
 
     @Option(name: .customLong("request-size"), help: "Bytes per READ/WRITE request.")
@@ -79,11 +79,23 @@ struct CopyCommand: ParsableCommand {
         let meter = CopyProgress(total: size)
         let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
         if showBar { meter.startBar() }
-        let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
-                                 requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
-        copier.pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
+        let pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
+        let run: () throws -> Void
+        if let remote = src.device as? RemoteExport {
+            // NBD source: READs go through the pipelined callback API, `requests` per connection.
+            let copier = PipelinedCopier(source: remote, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
+                                         requestSize: pieceSize, requestsPerConnection: requests,
+                                         writers: 4 * dst.connections, sparse: !noSparse, progress: meter)
+            copier.pageCache = pageCache
+            run = copier.run
+        } else {
+            let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
+                                     requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
+            copier.pageCache = pageCache
+            run = copier.run
+        }
         do {
-            try copier.run()
+            try run()
         } catch {
             meter.stop(drawFinal: false)
             if showBar { fputs("\n", stderr) }

@@ -49,8 +49,15 @@ struct ServeCommand: ParsableCommand {
     @Flag(name: [.customShort("r"), .long], help: "Refuse writes (all exports).")
     var readOnly = false
 
-    @Option(name: [.short, .long], help: "Image format: \(ImageFormat.names).")
+    @Option(name: [.short, .long], help: """
+        Image format: \(ImageFormat.names) (default raw). auto picks qcow2 when the file starts \
+        with the qcow2 magic: use it only for trusted images, never for disks a guest writes \
+        (a guest could plant a qcow2 header naming host files as backing files).
+        """)
     var format: String = "raw"
+
+    @Flag(name: [.customShort("s"), .long], help: "Write to a temporary qcow2 overlay (deleted on exit) instead of the image, like qemu-nbd -s.")
+    var snapshot = false
 
     @Option(name: .long, help: "Refuse connections beyond this many (1 also withdraws multi-conn).")
     var maxConnections: Int = 100
@@ -106,7 +113,7 @@ struct ServeCommand: ParsableCommand {
         do {
             for spec in specs {
                 let readOnly = readOnly || spec.readOnly
-                let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly)
+                let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly, snapshot: snapshot)
                 opened.append(ExportConfiguration(name: spec.name, description: spec.description, device: device,
                                                   readOnly: readOnly, tlsOnly: spec.tlsOnly))
             }

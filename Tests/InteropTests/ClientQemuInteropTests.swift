@@ -207,4 +207,27 @@ struct ClientQemuInteropTests {
         let copy = try P.swiftnbd(["copy", wrong, dir.file("x.raw")])
         #expect(!copy.succeeded)
     }
+
+    @Test("TCP over IPv4 and IPv6 literals reaches qemu-nbd", .enabled(if: Peers.available("qemu-nbd")))
+    func tcpIPv4AndIPv6() throws {
+        let dir = TempDir("client-tcp")
+        let image = dir.file("disk.raw")
+        try makePatternFile(image, size: 2 << 20)
+        for host in ["127.0.0.1", "::1"] {
+            let port = FreePort.next()
+            let listener: Listener = .tcp(host: host, port: port)
+            guard let server = try? withUnblockedSignals({
+                try ServerProcess(["qemu-nbd", "-t", "-b", host, "-p", "\(port)", "-x", "disk", "-f", "raw", image], listener: listener)
+            }) else {
+                // A host without IPv6 loopback cannot run the second half; IPv4 must always work.
+                #expect(host == "::1", "qemu-nbd did not start on \(host)")
+                continue
+            }
+            defer { server.stop() }
+            let literal = host.contains(":") ? "[\(host)]" : host
+            let result = try P.swiftnbd(["info", "--json", "nbd://\(literal):\(port)/disk"])
+            #expect(result.succeeded, "\(result)\n\(server.log)")
+            #expect(result.stdout.contains("\"export-size\": 2097152"))
+        }
+    }
 }

@@ -106,4 +106,46 @@ struct ClientSwiftnbdInteropTests {
         #expect(text.stdout.contains("export=\"beta\""))
         #expect(text.stdout.contains("is_read_only: true"), "\(text.stdout)")
     }
+
+    @Test("copy and info over PSK TLS (nbds+unix) against our server, and a plaintext URI is refused")
+    func copyOverTLS() throws {
+        let dir = TempDir("client-own-tls")
+        let source = dir.file("src.raw"), target = dir.file("dst.raw"), back = dir.file("back.raw")
+        let keys = dir.file("keys.psk")
+        try "alice:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n".write(toFile: keys, atomically: true, encoding: .utf8)
+        try makePatternFile(source, size: 6 << 20, seed: 12)
+        try makeSparseFile(target, size: 6 << 20)
+        let (server, socket) = try Self.serve(["--tls-psk", keys, "--name", "secure", target], in: dir)
+        defer { server.stop() }
+        let uri = "nbds+unix://alice@/secure?socket=\(socket)&tls-psk-file=\(keys)"
+        let info = try P.swiftnbd(["info", uri])
+        #expect(info.succeeded, "\(info)\n\(server.log)")
+        #expect(info.stdout.contains("with TLS"), "\(info.stdout)")
+        let up = try P.swiftnbd(["copy", "--flush", source, uri])
+        #expect(up.succeeded, "\(up)\n\(server.log)")
+        let down = try P.swiftnbd(["copy", "--progress", uri, back])
+        #expect(down.succeeded, "\(down)")
+        #expect(down.stderr.contains("100%"), "a forced progress bar ends at 100%: \(down.stderr)")
+        #expect(filesEqual(source, back))
+        let plain = try P.swiftnbd(["info", "nbd+unix:///secure?socket=\(socket)"])
+        #expect(!plain.succeeded)
+        #expect(plain.stderr.contains("TLS"), "\(plain)")
+    }
+
+    @Test("NBD to NBD copy between our server and qemu-nbd lands byte for byte",
+          .enabled(if: Peers.available("qemu-nbd")))
+    func nbdToNbd() throws {
+        let dir = TempDir("client-own-n2n")
+        let source = dir.file("src.raw"), target = dir.file("dst.raw")
+        try makePatternFile(source, size: 12 << 20, seed: 31)
+        try makeSparseFile(target, size: 12 << 20)
+        let (ours, socket) = try Self.serve(["--read-only", "--name", "src", source], in: dir)
+        defer { ours.stop() }
+        let (theirs, targetURI) = try P.qemuNBD(["-f", "raw", target], in: dir)
+        defer { theirs.stop() }
+        let copy = try P.swiftnbd(["copy", "--verify", "nbd+unix:///src?socket=\(socket)", targetURI])
+        #expect(copy.succeeded, "\(copy)\n\(ours.log)\n\(theirs.log)")
+        theirs.stop()
+        #expect(filesEqual(source, target))
+    }
 }

@@ -136,7 +136,7 @@ struct Qcow2WriterInteropTests {
         #expect(tableClusters > 1, "refcount table did not grow")
     }
 
-    @Test("an image open for writing is locked against qemu-io, and released on close",
+    @Test("images are locked like QEMU locks them: writers exclusive, released on close",
           .enabled(if: Peers.available("qemu-io")))
     func lockedWhileOpen() throws {
         let dir = TempDir("qcow2-lock")
@@ -154,7 +154,9 @@ struct Qcow2WriterInteropTests {
         defer { holder.stop() }
         let error = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
         #expect(error.code == .locked, "\(error)")
-        _ = try Qcow2Image(path: path, readOnly: true)
+        // Reading an image someone is writing is refused too (as QEMU refuses it without -U).
+        let readError = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path, readOnly: true) }
+        #expect(readError.code == .locked, "\(readError)")
     }
 
     @Test("images we create open in qemu-img with the expected header", .enabled(if: Peers.available("qemu-img")))

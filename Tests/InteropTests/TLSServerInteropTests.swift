@@ -75,6 +75,20 @@ struct TLSServerInteropTests {
         #expect(filesEqual(pskServe.image, pskCopy))
     }
 
+    @Test("qemu-nbd -L lists the exports over TLS (LIST only after STARTTLS in require mode)",
+          .enabled(if: Peers.available("qemu-nbd")))
+    func qemuList() throws {
+        let creds = try TLSCredentials()
+        let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
+        defer { serve.stop() }
+        let result = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)",
+                              "--object", QEMUTLS.x509(dir: try creds.clientDirectory(), endpoint: "client"), "--tls-creds", "tls0"])
+        #expect(result.succeeded, "\(result)\n\(serve.log)")
+        #expect(result.stdout.contains("export: 'disk'"), "\(result)")
+        let plaintext = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)"])
+        #expect(!plaintext.stdout.contains("export: 'disk'"), "exports listed without TLS: \(plaintext)")
+    }
+
     @Test("our client reads our server over x509 and PSK")
     func ourClient() throws {
         let creds = try TLSCredentials()
@@ -330,6 +344,37 @@ struct TLSServerInteropTests {
         #expect(!plainSecret.succeeded, "\(plainSecret)")
         let tlsSecret = try run(["nbdinfo", "nbds://localhost:\(serve.port)/secret?tls-certificates=\(try creds.clientDirectory())"])
         #expect(tlsSecret.succeeded, "\(tlsSecret)\n\(serve.log)")
+    }
+
+    @Test("a session established before SIGHUP keeps working after the credentials change")
+    func sessionSurvivesReload() throws {
+        let old = try TLSCredentials(label: "old"), new = try TLSCredentials(label: "new")
+        let live = old.scratch.file("live")
+        try FileManager.default.copyItem(atPath: old.directory, toPath: live)
+        let serve = try TLSServe(old.scratch, tls: ["--tls-certificates", live])
+        defer { serve.stop() }
+        let raw = try RawNBDClient(port: serve.port)
+        defer { raw.close() }
+        _ = try raw.greet()
+        try raw.send(RawNBDClient.optionBytes(.startTLS))
+        #expect(try raw.readOptionReply().type == RawNBDClient.repAck)
+        try raw.startTLS(try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: try old.clientDirectory()))))
+        _ = try raw.go("disk")
+        #expect(try raw.readCommandReplyMagic(offset: 0, length: 512) == RawNBDClient.simpleReplyMagic)
+        _ = try raw.stream.readExactly(count: 12 + 512)
+        for file in ["ca-cert.pem", "server-cert.pem", "server-key.pem"] {
+            try FileManager.default.removeItem(atPath: "\(live)/\(file)")
+            try FileManager.default.copyItem(atPath: "\(new.directory)/\(file)", toPath: "\(live)/\(file)")
+        }
+        kill(serve.process.pid, SIGHUP)
+        var reloaded = false
+        for _ in 0..<50 where !reloaded { usleep(100_000); reloaded = serve.log.contains("TLS credentials reloaded") }
+        #expect(reloaded, "\(serve.log)")
+        #expect(try raw.readCommandReplyMagic(offset: 4096, length: 512) == RawNBDClient.simpleReplyMagic, "\(serve.log)")
+        let data = try raw.stream.readExactly(count: 12 + 512)
+        #expect(RawNBDClient.u32(data, 0) == 0, "READ failed after reload")
+        let expected = try Data(contentsOf: URL(fileURLWithPath: serve.image))[4096..<4608]
+        #expect(Array(data[12...]) == Array(expected))
     }
 
     @Test("SIGHUP with broken credentials keeps the old ones and says so",

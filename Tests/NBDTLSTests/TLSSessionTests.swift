@@ -237,6 +237,17 @@ struct TLSSessionTests {
         #expect(outcome.refusal == "client certificate DN 'CN=laptop,O=SwiftNBD' is not authorized")
     }
 
+    @Test("DN authorization handles an escaped comma in the client's name")
+    func dnWithComma() throws {
+        let pki = try TestPKI(clientName: "Smith, John")
+        let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
+                                                                 authorizedDNs: try DNAuthorizationList(parsing: [#"O=SwiftNBD,CN=Smith\, John"#])))
+        let outcome = try handshake(server: server, client: client).server.get()
+        #expect(outcome.peerIdentity == #"CN=Smith\, John,O=SwiftNBD"#)
+        #expect(outcome.refusal == nil)
+    }
+
     @Test("a client that never speaks TLS times out the handshake")
     func handshakeTimeout() throws {
         let pki = try TestPKI()

@@ -61,6 +61,9 @@ struct Qcow2ImageTests {
         let ro = try Qcow2Image(path: s.path("r.qcow2"), readOnly: true)
         let byte: [UInt8] = [1]
         #expect(throws: BlockDeviceError.self) { try byte.withUnsafeBytes { try ro.write($0, at: 0, fua: false) } }
+        // A reader refuses to share writing (like QEMU), so the writer waits for it to close.
+        #expect(throws: BlockDeviceError.self) { try Qcow2Image(path: s.path("r.qcow2")) }
+        try ro.close()
         let rw = try Qcow2Image(path: s.path("r.qcow2"))
         #expect(throws: BlockDeviceError.self) { try byte.withUnsafeBytes { try rw.write($0, at: 65536, fua: false) } }
         var buffer = [UInt8](repeating: 0, count: 2)

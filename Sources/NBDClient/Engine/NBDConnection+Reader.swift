@@ -50,6 +50,9 @@ extension NBDConnection {
             finishReader(NBDClientError(.protocolViolation, "server broke the NBD protocol: \(error.message); connection dropped"))
         } catch let error as StreamError {
             finishReader(NBDClientError(.disconnected, "connection lost: \(error.message)"))
+        } catch let error as NBDClientError {
+            finishReader(error) // e.g. a TLS failure reported by the TLS stream
+
         } catch {
             finishReader(NBDClientError(.disconnected, "connection lost: \(error)"))
         }

@@ -76,6 +76,9 @@ public final class NBDConnection: @unchecked Sendable {
     }
 
     // MARK: - Submitting
+    //
+    // Completion handlers run on the reader thread: they must return quickly and must not wait
+    // for another request of this connection (a handler that blocks stalls every reply).
 
     /// Sends a READ; data lands in `buffer` (which must stay valid until `completion` runs).
     public func submitRead(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, flags: CommandFlags = [],

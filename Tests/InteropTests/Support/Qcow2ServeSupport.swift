@@ -35,7 +35,7 @@ enum Qcow2Serve {
 
 /// One qemu-io command of a crash-test script, and what it leaves on disk once acknowledged.
 struct QemuIOCommand {
-    enum Kind { case write(pattern: UInt8, fua: Bool), zero, flush }
+    enum Kind { case write(pattern: UInt8, fua: Bool), zero, zeroUnmap, discard, flush }
     var kind: Kind
     var offset: UInt64 = 0
     var length: UInt64 = 0
@@ -44,17 +44,19 @@ struct QemuIOCommand {
         switch kind {
         case let .write(pattern, fua): "write \(fua ? "-f " : "")-P \(pattern) \(offset) \(length)"
         case .zero: "write -z \(offset) \(length)"
+        case .zeroUnmap: "write -z -u \(offset) \(length)"
+        case .discard: "discard \(offset) \(length)"
         case .flush: "flush"
         }
     }
-    /// Whether qemu-io prints a "wrote …" line when the command completes.
+    /// Whether qemu-io prints a "wrote …"/"discard …" line when the command completes.
     var reports: Bool { if case .flush = kind { false } else { true } }
     /// The read-back command that checks the command's effect.
     var verification: String? {
         switch kind {
         case let .write(pattern, _): "read -P \(pattern) \(offset) \(length)"
-        case .zero: "read -P 0 \(offset) \(length)"
-        case .flush: nil
+        case .zero, .zeroUnmap: "read -P 0 \(offset) \(length)"
+        case .discard, .flush: nil  // discarded bytes are unspecified
         }
     }
 }
@@ -75,7 +77,7 @@ func durableCommands(_ script: [QemuIOCommand], acknowledged: Int) -> [QemuIOCom
         if case .flush = c.kind { flushedUpTo = i }
     }
     return script.enumerated().compactMap { i, c in
-        guard i <= lastAckedIndex, c.reports else { return nil }
+        guard i <= lastAckedIndex, c.verification != nil else { return nil }
         if case .write(_, true) = c.kind { return c }
         return i < flushedUpTo ? c : nil
     }

@@ -41,7 +41,7 @@ func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data
     } else {
         process.standardInput = FileHandle.nullDevice
     }
-    try process.run()
+    try withUnblockedSignals { try process.run() }
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {

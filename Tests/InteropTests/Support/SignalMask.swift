@@ -6,6 +6,7 @@ import Foundation
 /// block nearly all signals (seen: SigBlk fffffffe3bfbea67 on a qemu-nbd started from a test).
 /// qemu-nbd never unblocks SIGTERM, so `ServerProcess.stop()` waited its whole grace period and
 /// fell back to SIGKILL: no clean shutdown, which is exactly what B1 step 7 relies on.
+/// `run` and `ServerProcess` spawn through this, so every child starts with a clean mask.
 func withUnblockedSignals<T>(_ body: () throws -> T) rethrows -> T {
     var empty = sigset_t(), saved = sigset_t()
     sigemptyset(&empty)
