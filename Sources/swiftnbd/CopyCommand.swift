@@ -9,15 +9,13 @@ import NBDClient
 struct CopyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy",
-        abstract: "Copy between NBD exports and local raw images, sparse-aware and pipelined.",
-        discussion: """
-            SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files; DST may
-            be null: to discard. A local destination file is created or truncated to the source size.
-            Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead
-            of being copied. Any failed request stops the copy with a non-zero exit status.
-            """)
+        abstract: "Copy between NBD exports and local images, sparse-aware and pipelined.",
+        discussion: "SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files (raw or qcow2); "
+            + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place. "
+            + "Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead of copied. "
+            + "Any failed request stops the copy with a non-zero exit status.")
 
-    @Argument(help: "Source: NBD URI or local raw image.")
+    @Argument(help: "Source: NBD URI or local image (raw or qcow2).")
     var source: String
 
     @Argument(help: "Destination: NBD URI, local file, or null:.")
