@@ -36,6 +36,9 @@ struct CopyCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show a progress bar (default: when stderr is a terminal).")
     var progress: Bool?
 
+    @Option(name: .customLong("progress-fd"), help: "Also write progress as 'N/100' lines to this file descriptor.")
+    var progressFD: Int32?
+
     @Flag(help: "Read both sides back after copying and compare them.")
     var verify = false
 
@@ -46,6 +49,9 @@ struct CopyCommand: ParsableCommand {
         guard connections >= 1, connections <= 64 else { throw ValidationError("--connections must be between 1 and 64") }
         guard requests >= 1, requests <= 1024 else { throw ValidationError("--requests must be between 1 and 1024") }
         guard requestSize >= 512, requestSize <= 32 << 20 else { throw ValidationError("--request-size must be between 512 and 33554432") }
+        if let progressFD, progressFD < 0 || fcntl(progressFD, F_GETFD) < 0 {
+            throw ValidationError("--progress-fd \(progressFD) is not an open file descriptor")
+        }
     }
 
     func run() throws {
@@ -76,7 +82,7 @@ struct CopyCommand: ParsableCommand {
         let workers = max(1, max(src.connections, dst.connections) * perConnection)
         let meter = CopyProgress(total: size)
         let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
-        if showBar { meter.startBar() }
+        meter.start(bar: showBar, machineFD: progressFD)
         let pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
         let run: () throws -> Void
         if let remote = src.device as? RemoteExport {
@@ -100,7 +106,7 @@ struct CopyCommand: ParsableCommand {
             throw error
         }
         if flush { try dst.device.flush() }
-        meter.stop(drawFinal: showBar)
+        meter.stop(drawFinal: true)
         if verify {
             try CopyVerifier.verify(src.device, dst.device, size: size, requestSize: pieceSize, workers: workers)
         }
