@@ -9,15 +9,13 @@ import NBDClient
 struct CopyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy",
-        abstract: "Copy between NBD exports and local raw images, sparse-aware and pipelined.",
-        discussion: """
-            SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files; DST may
-            be null: to discard. A local destination file is created or truncated to the source size.
-            Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead
-            of being copied. Any failed request stops the copy with a non-zero exit status.
-            """)
+        abstract: "Copy between NBD exports and local images, sparse-aware and pipelined.",
+        discussion: "SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files (raw or qcow2); "
+            + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place. "
+            + "Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead of copied. "
+            + "Any failed request stops the copy with a non-zero exit status.")
 
-    @Argument(help: "Source: NBD URI or local raw image.")
+    @Argument(help: "Source: NBD URI or local image (raw or qcow2).")
     var source: String
 
     @Argument(help: "Destination: NBD URI, local file, or null:.")
@@ -38,6 +36,9 @@ struct CopyCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show a progress bar (default: when stderr is a terminal).")
     var progress: Bool?
 
+    @Option(name: .customLong("progress-fd"), help: "Also write progress as 'N/100' lines to this file descriptor.")
+    var progressFD: Int32?
+
     @Flag(help: "Read both sides back after copying and compare them.")
     var verify = false
 
@@ -48,6 +49,9 @@ struct CopyCommand: ParsableCommand {
         guard connections >= 1, connections <= 64 else { throw ValidationError("--connections must be between 1 and 64") }
         guard requests >= 1, requests <= 1024 else { throw ValidationError("--requests must be between 1 and 1024") }
         guard requestSize >= 512, requestSize <= 32 << 20 else { throw ValidationError("--request-size must be between 512 and 33554432") }
+        if let progressFD, progressFD < 0 || fcntl(progressFD, F_GETFD) < 0 {
+            throw ValidationError("--progress-fd \(progressFD) is not an open file descriptor")
+        }
     }
 
     func run() throws {
@@ -78,7 +82,7 @@ struct CopyCommand: ParsableCommand {
         let workers = max(1, max(src.connections, dst.connections) * perConnection)
         let meter = CopyProgress(total: size)
         let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
-        if showBar { meter.startBar() }
+        meter.start(bar: showBar, machineFD: progressFD)
         let pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
         let run: () throws -> Void
         if let remote = src.device as? RemoteExport {
@@ -102,7 +106,7 @@ struct CopyCommand: ParsableCommand {
             throw error
         }
         if flush { try dst.device.flush() }
-        meter.stop(drawFinal: showBar)
+        meter.stop(drawFinal: true)
         if verify {
             try CopyVerifier.verify(src.device, dst.device, size: size, requestSize: pieceSize, workers: workers)
         }

@@ -75,7 +75,7 @@ struct Qcow2ImageTests {
         let s = Scratch()
         let base = s.path("base.raw")
         let baseBytes = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 / 512 + 1) }
-        FileManager.default.createFile(atPath: base, contents: Data(baseBytes))
+        _ = FileManager.default.createFile(atPath: base, contents: Data(baseBytes))
         try Qcow2Creator.create(at: s.path("top.qcow2"), options: Qcow2CreateOptions(size: 512 << 10, clusterSize: 4096, backingFile: "base.raw", backingFormat: "raw"))
         let top = try Qcow2Image(path: s.path("top.qcow2"))
         #expect(try readAll(top, 0, 256 << 10) == baseBytes)
