@@ -69,12 +69,17 @@ extension NBDConnection {
     }
 
     func finishReader(_ error: NBDClientError?) {
-        let isClosing = state.withLock { readerFinished = true; return closing }
+        let isClosing = state.withLock { closing }
         if let error {
             // After DISC, a lost connection is the expected end (libnbd does the same).
             disconnect(isClosing ? NBDClientError(.disconnected, "connection closed") : error, fromReader: true)
         } else {
             disconnect(NBDClientError(.disconnected, isClosing ? "connection closed" : "server closed the connection"), fromReader: true)
+        }
+        releaseDescriptor()
+        state.withLock {
+            readerFinished = true
+            state.broadcast()
         }
     }
 
