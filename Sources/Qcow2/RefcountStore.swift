@@ -82,7 +82,11 @@ final class RefcountStore {
         let c = try count(cluster)
         guard c > 0 else { throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: freeing host cluster \(cluster) whose refcount is already 0") }
         try setExisting(cluster, c - 1)
-        if c == 1 { freeHint = min(freeHint, cluster) }
+        if c == 1 {
+            freeHint = min(freeHint, cluster)
+            // Synchronous (under the allocation lock), so it can never hit a reallocated cluster.
+            file.punchHole(at: cluster << g.clusterBits, length: g.clusterSize)
+        }
     }
 
     // MARK: allocation
