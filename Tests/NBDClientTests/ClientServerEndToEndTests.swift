@@ -167,4 +167,17 @@ struct ClientServerEndToEndTests {
             c.close()
         }
     }
+
+    @Test("close() from inside a completion handler returns instead of waiting for itself")
+    func closeFromCompletion() throws {
+        let h = try Harness()
+        let c = try NBDConnection.connect(h.transport, configuration: NBDClientConfiguration(exportName: "mem"))
+        let done = DispatchSemaphore(value: 0)
+        c.submit(.flush) { _ in
+            c.close()
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(c.failure != nil)
+    }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NBDProtocol
 import NBDTLS
 
@@ -16,6 +19,7 @@ extension NBDConnection {
     static let maximumErrorChunk: UInt64 = 6 + 4096 + 8
 
     func readLoop() {
+        state.withLock { readerThread = pthread_self() }
         do {
             var magicBytes = [UInt8](repeating: 0, count: 4)
             while true {

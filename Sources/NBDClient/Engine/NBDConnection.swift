@@ -38,6 +38,8 @@ public final class NBDConnection: @unchecked Sendable {
     /// another connection (seen: an old reader stealing the next connection's greeting).
     let descriptorLock = ConditionLock()
     var descriptorReleased = false
+    /// The reader thread, so `close()` called from a completion handler does not wait for itself.
+    var readerThread: pthread_t?
 
     init(stream: any ByteStream, socket: SocketStream, export: NegotiatedExport, maximumInFlight: Int) throws {
         self.stream = stream
@@ -234,7 +236,10 @@ public final class NBDConnection: @unchecked Sendable {
             try? writeLock.withLock { try stream.write(disc) }
         }
         disconnect(NBDClientError(.disconnected, "connection closed"))
-        state.withLock { while !readerFinished { state.wait() } }
+        state.withLock {
+            if let reader = readerThread, pthread_equal(reader, pthread_self()) != 0 { return }
+            while !readerFinished { state.wait() }
+        }
     }
 
     /// Hard disconnect: remember `error`, wake the reader, fail everything in flight.
