@@ -120,4 +120,27 @@ struct Qcow2ImageTests {
         }
         try image.close()
     }
+
+    @Test("discarded clusters give their space back to the file system after a flush")
+    func discardReclaimsSpace() throws {
+        let s = Scratch()
+        let path = s.path("d.qcow2")
+        try Qcow2Creator.create(at: path, options: Qcow2CreateOptions(size: 16 << 20))
+        let image = try Qcow2Image(path: path)
+        let data = [UInt8](repeating: 0x77, count: 8 << 20)
+        try data.withUnsafeBytes { try image.write($0, at: 0, fua: true) }
+        func allocatedBytes() throws -> Int {
+            var st = stat()
+            try #require(stat(path, &st) == 0)
+            return Int(st.st_blocks) * 512
+        }
+        let full = try allocatedBytes()
+        try image.trim(offset: 0, length: 8 << 20, fua: false)
+        try image.flush()
+        #expect(try allocatedBytes() < full - (4 << 20), "no space reclaimed (file system without hole punching?)")
+        var back = [UInt8](repeating: 1, count: 4096)
+        try back.withUnsafeMutableBytes { try image.read(into: $0, at: 12345) }
+        #expect(back.allSatisfy { $0 == 0 })
+        try image.close()
+    }
 }
