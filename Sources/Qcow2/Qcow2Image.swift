@@ -16,8 +16,9 @@ import Foundation
 /// write acknowledged before a FLUSH (or with FUA) is readable afterwards. Refcounts are kept
 /// exact (no lazy refcounts, the dirty bit is never set), so a clean close leaves no leaks.
 ///
-/// Dirty images (lazy refcounts, not closed cleanly) open read-only only: their refcounts are
-/// untrustworthy for allocation; `qemu-img check -r all` repairs them.
+/// Dirty images (lazy refcounts, not closed cleanly) open read-only as they are; opened for
+/// writing, their refcounts are first rebuilt from the metadata and the dirty bit cleared
+/// (`RefcountRebuilder`), as QEMU does. We never set the dirty bit ourselves.
 public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     public let path: String
     public let size: UInt64
@@ -57,9 +58,6 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         let geometry = Qcow2Geometry(clusterBits: header.clusterBits, extendedL2: header.incompatible.contains(.extendedL2),
                                      version: header.version, refcountOrder: header.refcountOrder)
         if writable {
-            if header.incompatible.contains(.dirty) {
-                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) was not closed cleanly (dirty bit set, lazy refcounts): its refcounts cannot be trusted for writing; open it read-only or repair it with 'qemu-img check -r all'")
-            }
             if header.hasBitmapsExtension || header.autoclear.contains(.bitmaps) {
                 throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) has persistent dirty bitmaps, which this driver cannot keep consistent; open it read-only")
             }
@@ -74,8 +72,14 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         visited.insert(BackingChain.canonicalPath(path))
         self.backing = try BackingChain.openBacking(of: header, imagePath: path, depth: depth + 1, maxDepth: maxDepth, visited: visited)
         if writable {
-            refcountStore = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
-                                              tableClusters: UInt64(header.refcountTableClusters))
+            let store = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
+                                          tableClusters: UInt64(header.refcountTableClusters))
+            refcountStore = store
+            if header.incompatible.contains(.dirty) {
+                // Lazy refcounts left stale by a crash: rebuild them before the first allocation.
+                var rebuilder = RefcountRebuilder(file: file, header: header, geometry: geometry, store: store)
+                try rebuilder.repair()
+            }
             if header.autoclear.rawValue != 0 {
                 // Autoclear bits we do not maintain must be cleared before our first write.
                 try file.write([UInt8].be64(0), at: 88)
