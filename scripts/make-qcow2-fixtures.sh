@@ -95,7 +95,7 @@ qio -f qcow2 -c 'write -P 0xaa 0 64k' "$out/snapshot.qcow2"
 qi snapshot -c s1 "$out/snapshot.qcow2"
 qio -f qcow2 -c 'write -P 0xbb 4096 4096' -c 'write -P 0xbc 512k 4k' "$out/snapshot.qcow2"
 
-# Lazy refcounts left dirty by a crash (qemu-io abort): readable, not writable without repair.
+# Lazy refcounts left dirty by a crash (qemu-io abort): stale refcounts, repaired on a read-write open.
 qi create -f qcow2 -o cluster_size=4k,lazy_refcounts=on "$out/lazy-dirty.qcow2" 1M
 qemu-io -f qcow2 -c 'write -P 0xaa 0 128k' -c abort "$out/lazy-dirty.qcow2" >/dev/null 2>&1 || true
 

@@ -81,7 +81,7 @@ public final class MemoryDevice: BlockDevice, @unchecked Sendable {
                 if mayTrim && inChunk == 0 && count == chunkSize {
                     chunks[index] = nil
                 } else if var chunk = chunks.removeValue(forKey: index) {
-                    chunk.withUnsafeMutableBytes { ($0.baseAddress! + inChunk).initializeMemory(as: UInt8.self, repeating: 0, count: count) }
+                    _ = chunk.withUnsafeMutableBytes { ($0.baseAddress! + inChunk).initializeMemory(as: UInt8.self, repeating: 0, count: count) }
                     chunks[index] = chunk
                 } else if !mayTrim {
                     // NO_HOLE: the range must end up allocated.

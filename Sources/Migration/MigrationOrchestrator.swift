@@ -192,7 +192,7 @@ public final class MigrationOrchestrator: @unchecked Sendable {
             let disk = plan.disks.first { $0.jobID == job }!
             let export = exports[plan.disks.firstIndex(of: disk)!]
             report.disks.append(MigrationReport.Disk(
-                sourceNode: disk.sourceNode, exportName: disk.exportName, endpoint: "\(export.host):\(export.port)",
+                sourceNode: disk.sourceNode, exportName: disk.exportName, endpoint: export.host.contains(":") ? "[\(export.host)]:\(export.port)" : "\(export.host):\(export.port)",
                 bulkBytes: event.data["len"]?.intValue ?? 0, bulkSeconds: Date().timeIntervalSince(mirrorStart), totalBytes: 0))
             logger.info("mirror \(job) READY after \(String(format: "%.3f", Date().timeIntervalSince(mirrorStart))) s")
         }

@@ -17,6 +17,9 @@ public struct NBDClientConfiguration: Sendable {
     public var listMetaContexts: Bool
     /// Requests in flight at once on one connection; further submissions wait.
     public var maximumInFlight: Int
+    /// Seconds the server may take for each read and write of the handshake (TLS included);
+    /// 0 waits forever. A server that accepts and then says nothing fails the connect.
+    public var handshakeTimeout: Double = 30
 
     public init(exportName: String = "", tlsPolicy: ClientTLSPolicy = .disable, tlsProvider: (any ClientTLSProvider)? = nil,
                 tlsHostname: String? = nil, requestExtendedHeaders: Bool = true, requestStructuredReplies: Bool = true,

@@ -2,6 +2,11 @@ import BlockDevices
 import NBDProtocol
 
 extension TransmissionDriver {
+    /// Reads shorter than this skip the allocation lookup and go out as one data chunk: two
+    /// `lseek` calls per small read cost more than the zeroes they might save (both replies
+    /// are valid; holes matter for large sequential reads, which copy tools issue).
+    static let holeDetectionThreshold: UInt64 = 64 << 10
+
     /// READ: `pread` straight into the worker's buffer, then one send of the whole reply.
     /// Structured replies describe zero ranges with OFFSET_HOLE chunks unless the client set
     /// DF (`ReadReplyPlanner` decides the chunks; this only fills them).
@@ -24,8 +29,9 @@ extension TransmissionDriver {
         }
 
         let dontFragment = request.flags.contains(.dontFragment)
-        let extents = dontFragment || !device.capabilities.contains(.extents)
-            ? [] : try allocationExtents(offset: offset, length: request.length)
+        let lookUpHoles = !dontFragment && device.capabilities.contains(.extents)
+            && request.length >= Self.holeDetectionThreshold
+        let extents = lookUpHoles ? try allocationExtents(offset: offset, length: request.length) : []
         let chunks = ReadReplyPlanner.plan(offset: offset, length: request.length, extents: extents, dontFragment: dontFragment)
         for case let .data(chunkOffset, chunkLength) in chunks {
             let start = Int(chunkOffset - offset)

@@ -9,6 +9,8 @@ protocol ChainLayer: AnyObject, Sendable {
     /// Allocation status of the run starting at `offset` (at most `length` bytes, inside `size`),
     /// resolved through this layer and the ones below it.
     func chainStatus(offset: UInt64, length: UInt64) throws -> ChainStatus
+    /// Drops this layer's (and lower layers') file locks when the top image closes.
+    func releaseLocks()
 }
 
 /// Status of a run of guest bytes across a backing chain.

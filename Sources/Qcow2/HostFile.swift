@@ -47,8 +47,8 @@ final class HostFile: @unchecked Sendable {
 
     deinit { _ = Glibc.close(fd) }
 
-    /// Takes QEMU-compatible writer locks (see `WriterLock`).
-    func lockForWriting() throws { try WriterLock.acquire(fd: fd, path: path) }
+    /// Takes QEMU-compatible locks (see `WriterLock`): writer locks when open for writing.
+    func lock() throws { try WriterLock.acquire(fd: fd, path: path, writing: writable) }
     func unlock() { WriterLock.release(fd: fd) }
 
     /// Current length of the file in bytes.
@@ -149,6 +149,22 @@ final class HostFile: @unchecked Sendable {
             throw BlockDeviceError(.io, "\(path): fdatasync failed")
         }
     }
+
+    /// Gives a freed cluster's space back to the file system (best effort: errors ignored,
+    /// the cluster reads as zero either way once it is reallocated and rewritten).
+    func punchHole(at offset: UInt64, length: UInt64) {
+        guard let fallocate = Self.fallocate else { return }
+        _ = fallocate(fd, Self.punchHoleKeepSize, off_t(offset), off_t(length))
+    }
+
+    private typealias Fallocate = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`.
+    private static let punchHoleKeepSize: Int32 = 0x02 | 0x01
+    /// `fallocate(2)` is not importable from Glibc without _GNU_SOURCE: look it up once.
+    private static let fallocate: Fallocate? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fallocate") else { return nil }
+        return unsafeBitCast(symbol, to: Fallocate.self)
+    }()
 
     func truncate(to length: UInt64) throws {
         guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }

@@ -1,24 +1,6 @@
 import BlockDevices
 import Foundation
 
-/// Options for a new (version 3) image.
-public struct Qcow2CreateOptions: Sendable {
-    public var size: UInt64
-    public var clusterSize: UInt64
-    /// Stored as given: a relative name is resolved against the new image's directory.
-    public var backingFile: String?
-    /// "qcow2" or "raw"; always written (QEMU refuses to probe on create, and probing a raw
-    /// backing file is unsafe).
-    public var backingFormat: String?
-
-    public init(size: UInt64, clusterSize: UInt64 = 65536, backingFile: String? = nil, backingFormat: String? = nil) {
-        self.size = size
-        self.clusterSize = clusterSize
-        self.backingFile = backingFile
-        self.backingFormat = backingFormat
-    }
-}
-
 /// Writes new, empty v3 images: header (cluster 0), refcount table, refcount block(s), L1 table,
 /// in that order, each cluster counted once. Unwritten parts stay sparse.
 public enum Qcow2Creator {

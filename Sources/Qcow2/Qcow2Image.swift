@@ -16,8 +16,9 @@ import Foundation
 /// write acknowledged before a FLUSH (or with FUA) is readable afterwards. Refcounts are kept
 /// exact (no lazy refcounts, the dirty bit is never set), so a clean close leaves no leaks.
 ///
-/// Dirty images (lazy refcounts, not closed cleanly) open read-only only: their refcounts are
-/// untrustworthy for allocation; `qemu-img check -r all` repairs them.
+/// Dirty images (lazy refcounts, not closed cleanly) open read-only as they are; opened for
+/// writing, their refcounts are first rebuilt from the metadata and the dirty bit cleared
+/// (`RefcountRebuilder`), as QEMU does. We never set the dirty bit ourselves.
 public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     public let path: String
     public let size: UInt64
@@ -49,7 +50,7 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>) throws {
         self.path = path
         let file = try HostFile(path: path, writable: writable)
-        if writable { try file.lockForWriting() }
+        try file.lock()
         let fileLength = try file.length()
         // Cluster 0 holds the header, extensions and backing name; 2 MiB is the largest cluster.
         let headBytes = try file.readExactly(Int(min(fileLength, 2 << 20)), at: 0, what: "header")
@@ -57,9 +58,6 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         let geometry = Qcow2Geometry(clusterBits: header.clusterBits, extendedL2: header.incompatible.contains(.extendedL2),
                                      version: header.version, refcountOrder: header.refcountOrder)
         if writable {
-            if header.incompatible.contains(.dirty) {
-                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) was not closed cleanly (dirty bit set, lazy refcounts): its refcounts cannot be trusted for writing; open it read-only or repair it with 'qemu-img check -r all'")
-            }
             if header.hasBitmapsExtension || header.autoclear.contains(.bitmaps) {
                 throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) has persistent dirty bitmaps, which this driver cannot keep consistent; open it read-only")
             }
@@ -74,8 +72,14 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         visited.insert(BackingChain.canonicalPath(path))
         self.backing = try BackingChain.openBacking(of: header, imagePath: path, depth: depth + 1, maxDepth: maxDepth, visited: visited)
         if writable {
-            refcountStore = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
-                                              tableClusters: UInt64(header.refcountTableClusters))
+            let store = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
+                                          tableClusters: UInt64(header.refcountTableClusters))
+            refcountStore = store
+            if header.incompatible.contains(.dirty) {
+                // Lazy refcounts left stale by a crash: rebuild them before the first allocation.
+                var rebuilder = RefcountRebuilder(file: file, header: header, geometry: geometry, store: store)
+                try rebuilder.repair()
+            }
             if header.autoclear.rawValue != 0 {
                 // Autoclear bits we do not maintain must be cleared before our first write.
                 try file.write([UInt8].be64(0), at: 88)
@@ -118,12 +122,20 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
 
     public func close() throws {
         let wasClosed = stateLock.withLock { () -> Bool in defer { closed = true }; return closed }
-        if wasClosed || !writable { return }
+        if wasClosed { return }
+        defer { releaseLocks() }
+        if !writable { return }
         // Apply the deferred refcount decrements (after a sync), then make them durable too,
         // so a clean close leaves exact refcounts.
-        defer { file.unlock() }
         try syncAndReleasePending()
         try file.sync()
+    }
+
+    /// Drops the file locks of this image and its backing chain (the descriptors stay open
+    /// until the image is released).
+    func releaseLocks() {
+        file.unlock()
+        backing?.releaseLocks()
     }
 
     deinit { try? close() }

@@ -14,8 +14,11 @@ final class RawLayer: ChainLayer, @unchecked Sendable {
 
     init(path: String) throws {
         file = try HostFile(path: path, writable: false)
+        try file.lock()
         size = try file.length()
     }
+
+    func releaseLocks() { file.unlock() }
 
     func readGuest(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try file.readZeroFilled(into: buffer, at: offset)

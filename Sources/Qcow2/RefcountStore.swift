@@ -46,6 +46,27 @@ final class RefcountStore {
         return Self.read(block, index: Int(cluster % g.refcountsPerBlock), bits: g.refcountBits)
     }
 
+    /// Whether a refcount block describing `cluster` exists.
+    func hasBlock(for cluster: UInt64) -> Bool {
+        let ti = cluster / g.refcountsPerBlock
+        return ti < UInt64(table.count) && table[Int(ti)] != 0
+    }
+
+    /// Clusters the current refcount table can describe.
+    var describedClusters: UInt64 { coveredClusters }
+
+    /// Overwrites a counter (refcount repair); its block must exist.
+    func setCount(_ cluster: UInt64, _ value: UInt64) throws {
+        guard hasBlock(for: cluster) else {
+            throw BlockDeviceError(.io, "qcow2: no refcount block describes host cluster \(cluster)")
+        }
+        try setExisting(cluster, value)
+        if value == 0 { freeHint = min(freeHint, cluster) }
+    }
+
+    /// Host offsets of the existing refcount blocks.
+    var blockOffsets: [UInt64] { table.filter { $0 != 0 } }
+
     /// Sets a counter whose refcount block already exists, writing the changed bytes through.
     private func setExisting(_ cluster: UInt64, _ value: UInt64) throws {
         let ti = Int(cluster / g.refcountsPerBlock)
@@ -61,7 +82,11 @@ final class RefcountStore {
         let c = try count(cluster)
         guard c > 0 else { throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: freeing host cluster \(cluster) whose refcount is already 0") }
         try setExisting(cluster, c - 1)
-        if c == 1 { freeHint = min(freeHint, cluster) }
+        if c == 1 {
+            freeHint = min(freeHint, cluster)
+            // Synchronous (under the allocation lock), so it can never hit a reallocated cluster.
+            file.punchHole(at: cluster << g.clusterBits, length: g.clusterSize)
+        }
     }
 
     // MARK: allocation

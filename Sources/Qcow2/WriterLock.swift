@@ -3,20 +3,21 @@ import Glibc
 #endif
 import BlockDevices
 
-/// QEMU-compatible advisory locks for an image we open for writing, so qemu-img/qemu-io/QEMU
-/// (and another swiftnbd) refuse to write it at the same time, and we refuse an image they
-/// are writing. Same scheme as QEMU's file driver (and BlockDevices' raw files): shared
-/// open-file-description locks on byte 100+bit ("uses permission") and 200+bit ("refuses to
-/// share it"); bits 0 consistent read, 1 write, 3 resize. A writer uses read+write and refuses
-/// to share write and resize.
+/// QEMU-compatible advisory locks on the files of a chain, so qemu-img/qemu-io/QEMU (and another
+/// swiftnbd) cannot write an image we write or read, and we refuse an image they are writing.
+/// Same scheme as QEMU's file driver (and BlockDevices' raw files): shared open-file-description
+/// locks on byte 100+bit ("uses permission") and 200+bit ("refuses to share it"); bits 0
+/// consistent read, 1 write, 3 resize. A writer uses read+write, a reader (read-only image or
+/// backing file) uses read; both refuse to share write and resize, as QEMU does for an image
+/// and its backing files.
 enum WriterLock {
     // Linux fcntl commands (not exported by Glibc without _GNU_SOURCE).
     static let ofdGetLock: Int32 = 36
     static let ofdSetLock: Int32 = 37
-    static let uses: [(Int64, String)] = [(0, "consistent read"), (1, "write")]
     static let refusesToShare: [(Int64, String)] = [(1, "write"), (3, "resize")]
 
-    static func acquire(fd: Int32, path: String) throws {
+    static func acquire(fd: Int32, path: String, writing: Bool) throws {
+        let uses: [(Int64, String)] = writing ? [(0, "consistent read"), (1, "write")] : [(0, "consistent read")]
         for (bit, name) in uses where try heldByOther(fd, byte: 200 + bit) {
             throw BlockDeviceError(.locked, "\(path): failed to get \"\(name)\" lock: another process is using the image")
         }

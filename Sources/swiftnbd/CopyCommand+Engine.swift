@@ -24,14 +24,9 @@ final class BlockCopier: @unchecked Sendable {
     var pageCache: PageCacheDropper?
 
     private let lock = ConditionLock()
-    private var cursor: UInt64 = 0
-    private var window: [Extent] = []
-    private var windowOffset: UInt64 = 0
+    private let planner: CopyPlanner
     private var firstError: Error?
     private var running = 0
-
-    /// How far one extent query looks ahead.
-    static let windowLength: UInt64 = 1 << 30
 
     init(source: any BlockDevice, destination: any BlockDevice, destinationIsZero: Bool, size: UInt64,
          requestSize: Int, workers: Int, sparse: Bool, progress: CopyProgress) {
@@ -43,11 +38,7 @@ final class BlockCopier: @unchecked Sendable {
         self.workers = max(1, workers)
         self.sparse = sparse
         self.progress = progress
-    }
-
-    enum Work {
-        case data(offset: UInt64, length: Int)
-        case zero(offset: UInt64, length: UInt64)
+        planner = CopyPlanner(source: source, size: size, requestSize: requestSize, sparse: sparse)
     }
 
     func run() throws {
@@ -72,7 +63,7 @@ final class BlockCopier: @unchecked Sendable {
     private func work(_ buffer: UnsafeMutableRawBufferPointer) {
         var previous: (offset: UInt64, length: UInt64)?
         while true {
-            let item: Work?
+            let item: CopyPlanner.Work?
             do { item = try next() } catch {
                 fail(error)
                 return
@@ -113,39 +104,9 @@ final class BlockCopier: @unchecked Sendable {
         lock.withLock { if firstError == nil { firstError = error } }
     }
 
-    /// The next piece of work, or nil when done or failed. Extent queries run under the lock:
-    /// one per gigabyte, so they never become the bottleneck.
-    private func next() throws -> Work? {
-        try lock.withLock {
-            if firstError != nil || cursor >= size { return nil }
-            if !sparse {
-                let length = Int(min(UInt64(requestSize), size - cursor))
-                defer { cursor += UInt64(length) }
-                return .data(offset: cursor, length: length)
-            }
-            if window.isEmpty {
-                windowOffset = cursor
-                let ask = min(Self.windowLength, size - cursor)
-                window = try source.extents(offset: cursor, length: ask).filter { $0.length > 0 }
-                if window.isEmpty { window = [Extent(length: ask, flags: [])] }
-            }
-            var extent = window[0]
-            // Never hand out past the end even if the device reported beyond it.
-            extent.length = min(extent.length, size - cursor)
-            let work: Work
-            if extent.flags.contains(.zero) {
-                work = .zero(offset: cursor, length: extent.length)
-                window.removeFirst()
-                cursor += extent.length
-            } else {
-                let length = Int(min(UInt64(requestSize), extent.length))
-                work = .data(offset: cursor, length: length)
-                cursor += UInt64(length)
-                if UInt64(length) == extent.length { window.removeFirst() } else { window[0].length -= UInt64(length) }
-            }
-            if cursor >= size { window = [] }
-            return work
-        }
+    private func next() throws -> CopyPlanner.Work? {
+        if lock.withLock({ firstError != nil }) { return nil }
+        return try planner.next()
     }
 
     static func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {

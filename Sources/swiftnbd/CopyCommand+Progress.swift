@@ -17,19 +17,42 @@ final class CopyProgress: @unchecked Sendable {
 
     var completed: UInt64 { lock.withLock { done } }
 
-    /// Starts redrawing every 200 ms until `stop()`.
-    func startBar() {
+    /// Where progress goes: a bar on stderr, and/or "N/100" lines on a descriptor (as
+    /// nbdcopy's --progress=FD, for programs that watch a copy).
+    private var barOnStderr = false
+    private var machineFD: Int32?
+    private var lastPercent = -1
+
+    /// Starts reporting every 200 ms until `stop()`.
+    func start(bar: Bool, machineFD: Int32?) {
+        guard bar || machineFD != nil else { return }
+        barOnStderr = bar
+        self.machineFD = machineFD
         try? spawnThread { [self] in
             while !lock.withLock({ finished }) {
-                draw(final: false)
+                report(final: false)
                 usleep(200_000)
             }
         }
     }
 
     func stop(drawFinal: Bool) {
-        lock.withLock { finished = true }
-        if drawFinal { draw(final: true) }
+        let wasRunning = lock.withLock { () -> Bool in
+            defer { finished = true }
+            return !finished
+        }
+        if drawFinal && wasRunning { report(final: true) }
+    }
+
+    private func report(final: Bool) {
+        if barOnStderr { draw(final: final) }
+        if let fd = machineFD {
+            let percent = total == 0 ? 100 : Int(completed * 100 / total)
+            guard percent != lastPercent else { return }
+            lastPercent = percent
+            let line = "\(percent)/100\n"
+            _ = line.withCString { write(fd, $0, strlen($0)) }
+        }
     }
 
     private func draw(final: Bool) {

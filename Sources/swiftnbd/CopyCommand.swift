@@ -9,15 +9,13 @@ import NBDClient
 struct CopyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy",
-        abstract: "Copy between NBD exports and local raw images, sparse-aware and pipelined.",
-        discussion: """
-            SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files; DST may
-            be null: to discard. A local destination file is created or truncated to the source size.
-            Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead
-            of being copied. Any failed request stops the copy with a non-zero exit status.
-            """)
+        abstract: "Copy between NBD exports and local images, sparse-aware and pipelined.",
+        discussion: "SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files (raw or qcow2); "
+            + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place. "
+            + "Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead of copied. "
+            + "Any failed request stops the copy with a non-zero exit status.")
 
-    @Argument(help: "Source: NBD URI or local raw image.")
+    @Argument(help: "Source: NBD URI or local image (raw or qcow2).")
     var source: String
 
     @Argument(help: "Destination: NBD URI, local file, or null:.")
@@ -26,7 +24,7 @@ struct CopyCommand: ParsableCommand {
     @Option(help: "Connections per NBD export (used when the server allows multi-conn).")
     var connections: Int = 4
 
-    @Option(help: "Requests in flight per connection at most (the copy runs up to 4 worker threads per connection, each with one request out).")
+    @Option(help: "READs in flight per connection from an NBD source (local sources use 4 worker threads per connection).")
     var requests: Int = 64
 
     @Option(name: .customLong("request-size"), help: "Bytes per READ/WRITE request.")
@@ -38,6 +36,9 @@ struct CopyCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show a progress bar (default: when stderr is a terminal).")
     var progress: Bool?
 
+    @Option(name: .customLong("progress-fd"), help: "Also write progress as 'N/100' lines to this file descriptor.")
+    var progressFD: Int32?
+
     @Flag(help: "Read both sides back after copying and compare them.")
     var verify = false
 
@@ -48,6 +49,9 @@ struct CopyCommand: ParsableCommand {
         guard connections >= 1, connections <= 64 else { throw ValidationError("--connections must be between 1 and 64") }
         guard requests >= 1, requests <= 1024 else { throw ValidationError("--requests must be between 1 and 1024") }
         guard requestSize >= 512, requestSize <= 32 << 20 else { throw ValidationError("--request-size must be between 512 and 33554432") }
+        if let progressFD, progressFD < 0 || fcntl(progressFD, F_GETFD) < 0 {
+            throw ValidationError("--progress-fd \(progressFD) is not an open file descriptor")
+        }
     }
 
     func run() throws {
@@ -78,19 +82,31 @@ struct CopyCommand: ParsableCommand {
         let workers = max(1, max(src.connections, dst.connections) * perConnection)
         let meter = CopyProgress(total: size)
         let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
-        if showBar { meter.startBar() }
-        let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
-                                 requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
-        copier.pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
+        meter.start(bar: showBar, machineFD: progressFD)
+        let pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
+        let run: () throws -> Void
+        if let remote = src.device as? RemoteExport {
+            // NBD source: READs go through the pipelined callback API, `requests` per connection.
+            let copier = PipelinedCopier(source: remote, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
+                                         requestSize: pieceSize, requestsPerConnection: requests,
+                                         writers: 4 * dst.connections, sparse: !noSparse, progress: meter)
+            copier.pageCache = pageCache
+            run = copier.run
+        } else {
+            let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
+                                     requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
+            copier.pageCache = pageCache
+            run = copier.run
+        }
         do {
-            try copier.run()
+            try run()
         } catch {
             meter.stop(drawFinal: false)
             if showBar { fputs("\n", stderr) }
             throw error
         }
         if flush { try dst.device.flush() }
-        meter.stop(drawFinal: showBar)
+        meter.stop(drawFinal: true)
         if verify {
             try CopyVerifier.verify(src.device, dst.device, size: size, requestSize: pieceSize, workers: workers)
         }

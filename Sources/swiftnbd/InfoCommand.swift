@@ -8,10 +8,9 @@ struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
         abstract: "Show an NBD export's size, flags, block sizes and negotiated features.",
-        discussion: """
-            URI forms: nbd://[user@]host[:port]/export, nbds://… (TLS required),
-            nbd+unix:///export?socket=PATH, nbds+unix:///export?socket=PATH.
-            """)
+        discussion: "URI forms: nbd://[user@]host[:port]/export, nbds://… (TLS required), "
+            + "nbd+unix:///export?socket=PATH, nbds+unix:///export?socket=PATH; TLS keys: tls-certificates=DIR, "
+            + "tls-psk-file=FILE, tls-verify-peer=BOOL, tls-hostname=NAME.")
 
     @Argument(help: "NBD URI of the export (or of the server, with --list).")
     var uri: String

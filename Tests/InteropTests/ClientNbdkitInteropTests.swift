@@ -195,4 +195,29 @@ struct ClientNbdkitInteropTests {
         #expect(info.stdout.contains("\"can_multi_conn\": true"), "\(info)")
         #expect(info.stdout.contains("\"export-size\": 8388608"))
     }
+
+    @Test("NBD to NBD: failed writes and failed zeroing of the destination both fail the copy",
+          .enabled(if: Peers.available("nbdkit")))
+    func destinationErrorsFailPipelinedCopy() throws {
+        let dir = TempDir("client-n2n-err")
+        // pattern: every byte is data (exercises WRITE); sparse-random 32M seed=3: all zero runs (WRITE_ZEROES).
+        let (pattern, patternURI) = try P.nbdkit(["pattern", "32M"], in: dir)
+        defer { pattern.stop() }
+        let (source, sourceURI) = try P.nbdkit(["sparse-random", "32M", "seed=3"], in: dir)
+        defer { source.stop() }
+        for (from, filter) in [(patternURI, "error-pwrite-rate=100%"), (sourceURI, "error-zero-rate=100%")] {
+            let (target, targetURI) = try P.nbdkit(["--filter=error", "memory", "32M", "error=EIO", filter], in: dir)
+            defer { target.stop() }
+            let copy = try P.swiftnbd(["copy", from, targetURI])
+            #expect(!copy.succeeded, "\(filter): copy reported success")
+            #expect(copy.stderr.contains("EIO"), "\(filter): \(copy)")
+        }
+        // And without injected errors the same copy succeeds and verifies.
+        let (target, targetURI) = try P.nbdkit(["memory", "32M"], in: dir)
+        defer { target.stop() }
+        for from in [patternURI, sourceURI] {
+            let good = try P.swiftnbd(["copy", "--verify", from, targetURI])
+            #expect(good.succeeded, "\(good)")
+        }
+    }
 }

@@ -230,4 +230,22 @@ struct ClientQemuInteropTests {
             #expect(result.stdout.contains("\"export-size\": 2097152"))
         }
     }
+
+    @Test("copy into an existing qcow2 image writes guest data that qemu-img compares equal and checks clean",
+          .enabled(if: Peers.available("qemu-img")))
+    func copyIntoQcow2() throws {
+        let dir = TempDir("client-into-qcow2")
+        let source = dir.file("src.raw"), image = dir.file("dst.qcow2")
+        try makePatternFile(source, size: 8 << 20, seed: 17)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: source))
+        try handle.truncate(atOffset: 12 << 20) // a zero tail the copy must not allocate
+        try handle.close()
+        #expect(try run(["qemu-img", "create", "-q", "-f", "qcow2", image, "12M"]).succeeded)
+        let copy = try P.swiftnbd(["copy", "--flush", source, image])
+        #expect(copy.succeeded, "\(copy)")
+        let compare = try run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", source, image])
+        #expect(compare.succeeded, "\(compare)")
+        let check = try run(["qemu-img", "check", image])
+        #expect(check.succeeded, "\(check)")
+    }
 }

@@ -148,4 +148,18 @@ struct ClientSwiftnbdInteropTests {
         theirs.stop()
         #expect(filesEqual(source, target))
     }
+
+    @Test("--progress-fd writes N/100 lines ending at 100/100")
+    func progressFD() throws {
+        let dir = TempDir("client-progress")
+        let source = dir.file("src.raw"), target = dir.file("dst.raw"), log = dir.file("progress.txt")
+        try makePatternFile(source, size: 4 << 20, seed: 2)
+        let result = try run(["sh", "-c", "exec \"$0\" copy --progress-fd 3 \"$1\" \"$2\" 3>\"$3\"", Peers.swiftnbd, source, target, log])
+        #expect(result.succeeded, "\(result)")
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.last == "100/100", "\(lines)")
+        #expect(filesEqual(source, target))
+        let bad = try P.swiftnbd(["copy", "--progress-fd", "77", source, target])
+        #expect(!bad.succeeded)
+    }
 }

@@ -215,6 +215,36 @@ struct MigrationCommandInteropTests {
         #expect(!objects.contains("swiftnbd-migrate-tls"), "\(objects)")
     }
 
+    @Test("migrate works over IPv6 loopback for both the NBD and the migration stream",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func ipv6() throws {
+        let setup = try Setup("ipv6")
+        defer { setup.shutdown() }
+        let result = try setup.migrate(["--host", "::1", "--no-resume", "--timeout", "60"])
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        #expect(report["disks"]?.arrayValue?.first?["endpoint"]?.stringValue?.hasPrefix("[::1]:") == true, "\(report)")
+        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
+        #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
+    }
+
+    @Test("a client certificate outside --tls-authz is refused and the migration aborts with the source running",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func authorizationRefused() throws {
+        let setup = try Setup("authz")
+        defer { setup.shutdown() }
+        let result = try setup.migrate(["--tls-authz", "CN=someone-else,O=Elsewhere", "--timeout", "30"])
+        #expect(result.status == 1, "\(result)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        #expect(report["phase"] == "mirroring the disks", "\(report)")
+        #expect(report["error"]?.stringValue?.contains("blockdev-add") == true, "\(report)")
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "running")
+        #expect(try setup.source.qmp.execute("query-block-jobs") == [])
+        #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be torn down")
+        let untouched = try run(["qemu-io", "-U", "-r", "-f", "raw", "-c", "read -P 0xee 0 256M", setup.dst])
+        #expect(untouched.succeeded && !untouched.stdout.contains("verification failed"), "a refused client must not write: \(untouched)")
+    }
+
     @Test("bad arguments are refused with a clear message before touching any VM")
     func validation() throws {
         let cases: [([String], String)] = [

@@ -107,12 +107,19 @@ struct Qcow2ServeInteropTests {
     func crashConsistency() throws {
         let dir = TempDir("qcow2-crash")
         let sock = dir.file("nbd.sock")
-        let images = [("512", dir.file("c512.qcow2"), UInt64(4 << 20), UInt64(2048)),
-                      ("64k", dir.file("c64k.qcow2"), UInt64(16 << 20), UInt64(65536))]
-        for (cluster, path, size, _) in images {
-            try Self.qemuImg(["create", "-q", "-f", "qcow2", "-o", "cluster_size=\(cluster)", path, "\(size)"])
+        // 512 B clusters (refcount blocks and table growth), 64 KiB, extended L2, and an overlay
+        // whose partial writes copy from a raw backing file.
+        let images = [("cluster_size=512", dir.file("c512.qcow2"), UInt64(4 << 20), UInt64(2048)),
+                      ("cluster_size=64k", dir.file("c64k.qcow2"), UInt64(16 << 20), UInt64(65536)),
+                      ("extended_l2=on,cluster_size=16k", dir.file("ext.qcow2"), UInt64(8 << 20), UInt64(16384)),
+                      ("cluster_size=4k,backing_file=base.raw,backing_fmt=raw", dir.file("top.qcow2"), UInt64(8 << 20), UInt64(8192))]
+        try Self.qemuImg(["create", "-q", "-f", "raw", dir.file("base.raw"), "8M"])
+        let fill = try run(["qemu-io", "-f", "raw", "-c", "write -P 0x6b 0 6M", dir.file("base.raw")])
+        try #require(fill.succeeded, "\(fill)")
+        for (options, path, size, _) in images {
+            try Self.qemuImg(["create", "-q", "-f", "qcow2", "-o", options, path, "\(size)"])
         }
-        let iterations = Int(ProcessInfo.processInfo.environment["QCOW2_CRASH_ITERATIONS"] ?? "") ?? 110
+        let iterations = Int(ProcessInfo.processInfo.environment["QCOW2_CRASH_ITERATIONS"] ?? "") ?? 120
         var rng = SeededRandom(seed: 99)
         var kills = 0, leaked = 0, verified = 0
         for i in 0..<iterations {
@@ -120,7 +127,7 @@ struct Qcow2ServeInteropTests {
             let commands = Self.script(seed: UInt64(1000 + i), count: 40, size: size, granularity: granularity)
             let server = try Qcow2Serve.start(image: path, socket: sock)
             let outPath = dir.file("io.out")
-            FileManager.default.createFile(atPath: outPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: outPath, contents: nil)
             let client = Process()
             client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             client.arguments = ["qemu-io", "-f", "raw"] + commands.flatMap { ["-c", $0.text] } + [Qcow2Serve.uri(sock)]

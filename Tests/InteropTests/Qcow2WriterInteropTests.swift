@@ -136,7 +136,7 @@ struct Qcow2WriterInteropTests {
         #expect(tableClusters > 1, "refcount table did not grow")
     }
 
-    @Test("an image open for writing is locked against qemu-io, and released on close",
+    @Test("images are locked like QEMU locks them: writers exclusive, released on close",
           .enabled(if: Peers.available("qemu-io")))
     func lockedWhileOpen() throws {
         let dir = TempDir("qcow2-lock")
@@ -154,7 +154,9 @@ struct Qcow2WriterInteropTests {
         defer { holder.stop() }
         let error = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
         #expect(error.code == .locked, "\(error)")
-        _ = try Qcow2Image(path: path, readOnly: true)
+        // Reading an image someone is writing is refused too (as QEMU refuses it without -U).
+        let readError = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path, readOnly: true) }
+        #expect(readError.code == .locked, "\(readError)")
     }
 
     @Test("images we create open in qemu-img with the expected header", .enabled(if: Peers.available("qemu-img")))
@@ -172,5 +174,41 @@ struct Qcow2WriterInteropTests {
             #expect(info.stdout.contains("\"backing-filename-format\": \"qcow2\""), "\(info)")
             #expect(try run(["qemu-img", "compare", path, dir.file("base.qcow2")]).status == 0)
         }
+    }
+
+    @Test("a dirty lazy-refcount image gets its refcounts rebuilt when opened for writing",
+          .enabled(if: Peers.available("qemu-img", "qemu-io")), arguments: [false, true])
+    func dirtyImageRepair(withSnapshot: Bool) throws {
+        let dir = TempDir("qcow2-dirty")
+        let path = dir.file("d.qcow2")
+        if withSnapshot {
+            // Data, an internal snapshot, more (COW) writes, then a crash with lazy refcounts.
+            try Self.qemuImg(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4k,lazy_refcounts=on", path, "2M"])
+            _ = try run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 256k", path])
+            try Self.qemuImg(["snapshot", "-c", "s1", path])
+            _ = try run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x22 64k 128k", "-c", "write -c -P 0x33 1M 4k",
+                         "-c", "write -P 0x44 1536k 100k", "-c", "abort", path])
+        } else {
+            try FileManager.default.copyItem(atPath: Qcow2Fixtures.path("lazy-dirty.qcow2"), toPath: path)
+        }
+        let dirty = try run(["qemu-img", "info", "-U", "--output=json", path])
+        try #require(dirty.stdout.contains("\"dirty-flag\": true"), "the image should start out dirty: \(dirty)")
+        if !withSnapshot {
+            let before = try run(["qemu-img", "check", path])
+            #expect(before.status == 2, "the fixture starts out with stale refcounts: \(before)")
+        }
+        try Self.qemuImg(["convert", "-U", "-f", "qcow2", "-O", "raw", path, dir.file("twin.raw")])
+        let twin = try RawTwin(path: dir.file("twin.raw"))
+        let image = try Qcow2Image(path: path)
+        let workload = Qcow2Workload(clusterSize: 4096, discardZeroes: true, operations: 60, seed: 5)
+        try workload.run(on: image, twin: twin, threads: 2)
+        try workload.runClusterOps(on: image, twin: twin, count: 30)
+        try image.close()
+        try twin.close()
+        let check = try run(["qemu-img", "check", path])
+        #expect(check.status == 0, "\(check)")
+        let info = try run(["qemu-img", "info", "--output=json", path])
+        #expect(info.stdout.contains("\"dirty-flag\": false"), "\(info)")
+        #expect(try run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", path, dir.file("twin.raw")]).status == 0)
     }
 }

@@ -152,4 +152,32 @@ struct ClientServerEndToEndTests {
         #expect(exports.first?.info?.size == 4 << 20)
         #expect(exports.first?.listDescription == "in memory" || exports.first?.info?.description == "in memory")
     }
+
+    /// Regression: the reader of a closed connection once closed its descriptor late, or read
+    /// from a number the kernel had already given to the next connection, stealing its greeting.
+    @Test("connections opened right after others close always get their own greeting")
+    func rapidReconnects() throws {
+        let h = try Harness()
+        var config = NBDClientConfiguration(exportName: "mem")
+        config.handshakeTimeout = 5
+        for _ in 0..<150 {
+            let c = try NBDConnection.connect(h.transport, configuration: config)
+            var byte = [UInt8](repeating: 1, count: 1)
+            try byte.withUnsafeMutableBytes { try c.read(into: $0, at: 0) }
+            c.close()
+        }
+    }
+
+    @Test("close() from inside a completion handler returns instead of waiting for itself")
+    func closeFromCompletion() throws {
+        let h = try Harness()
+        let c = try NBDConnection.connect(h.transport, configuration: NBDClientConfiguration(exportName: "mem"))
+        let done = DispatchSemaphore(value: 0)
+        c.submit(.flush) { _ in
+            c.close()
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(c.failure != nil)
+    }
 }

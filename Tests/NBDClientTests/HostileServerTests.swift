@@ -310,4 +310,31 @@ struct HostileServerTests {
     func simpleInExtendedMode() throws {
         try expectViolation(Self.extendedOptions) { peer, r in try peer.simpleReply(cookie: r.cookie) }
     }
+
+    @Test("a server that accepts and never greets fails the connect after the handshake timeout")
+    func silentServer() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nbd-silent-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/s.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0 && listen(fd, 4) == 0)
+        // The kernel completes the connection from the backlog; nobody ever writes a byte.
+        var config = NBDClientConfiguration()
+        config.handshakeTimeout = 0.3
+        do {
+            _ = try NBDConnection.connect(.unix(path: path), configuration: config)
+            Issue.record("connected to a server that never greeted")
+        } catch let error as NBDClientError {
+            #expect(error.code == .negotiationFailed)
+            #expect(error.message.contains("in time"), "\(error)")
+        }
+    }
 }

@@ -217,3 +217,63 @@ struct TransmissionDriverTests {
         #expect(try h.peer.simpleReply().header.error == .success)
     }
 }
+
+/// A device with a backing chain, to check the `qemu:allocation-depth` context.
+private final class LayeredDevice: BlockDevice, @unchecked Sendable {
+    let base = MemoryDevice(size: 65536)
+    var size: UInt64 { base.size }
+    var capabilities: BlockDeviceCapabilities { base.capabilities.union(.allocationDepth) }
+    var blockSizes: BlockSizeConstraints { base.blockSizes }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try base.read(into: buffer, at: offset) }
+    func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws { try base.write(data, at: offset, fua: fua) }
+    func flush() throws {}
+    func trim(offset: UInt64, length: UInt64, fua: Bool) throws {}
+    func writeZeroes(offset: UInt64, length: UInt64, mayTrim: Bool, fastOnly: Bool, fua: Bool) throws {}
+    func extents(offset: UInt64, length: UInt64) throws -> [Extent] { try base.extents(offset: offset, length: length) }
+    func allocationDepth(offset: UInt64, length: UInt64) throws -> [DepthExtent]? {
+        // First 16 KiB in this image, next 16 KiB in the backing file, rest unallocated.
+        var result: [DepthExtent] = []
+        var position = offset
+        for (end, depth) in [(UInt64(16384), UInt32(1)), (32768, 2), (65536, 0)] where position < end && position < offset + length {
+            let stop = min(end, offset + length)
+            result.append(DepthExtent(length: stop - position, depth: depth))
+            position = stop
+        }
+        return result
+    }
+    func close() throws {}
+}
+
+@Suite("Transmission engine: allocation depth")
+struct AllocationDepthTests {
+    @Test("BLOCK_STATUS with base:allocation and qemu:allocation-depth sends one chunk per context")
+    func twoContexts() throws {
+        let device = LayeredDevice()
+        let (serverFD, clientFD) = try makeSocketPair()
+        let export = ExportDescriptor(name: "layered", size: device.size,
+                                      transmissionFlags: .derived(from: device.capabilities, writable: true, multiConnAllowed: true),
+                                      offersAllocationDepth: true)
+        let session = NegotiatedSession(
+            export: export, structuredReplies: true, extendedHeaders: false,
+            metaContexts: [NBDMetaContext.baseAllocation.contextID: .baseAllocation,
+                           NBDMetaContext.allocationDepth.contextID: .allocationDepth],
+            clientRequestedBlockSizes: false, transmissionFlags: export.advertisedFlags(structuredOrExtended: true),
+            clientFlags: [.fixedNewstyle], tlsActive: false, peerIdentity: nil)
+        let stream = SocketStream(fd: serverFD)
+        let driver = TransmissionDriver(context: TransmissionContext(session: session, device: device), stream: stream,
+                                        logger: Logger(label: "depth"), maxThreads: 2, inFlightLimit: 4, onSendFailure: { _ in })
+        let run = Background { let ending = driver.run(); stream.close(); return ending }
+        let peer = TestPeer(fd: clientFD)
+        try peer.send(NBDRequest(command: .blockStatus, cookie: 1, offset: 8192, length: 40960))
+        let chunks = try peer.chunks()
+        #expect(chunks.count == 2)
+        let payloads = try chunks.map { try BlockStatusChunkPayload(decoding: $0.payload, form: .compact) }
+        let depth = payloads.first { $0.contextID == NBDMetaContext.allocationDepth.contextID }
+        #expect(depth?.extents == [BlockStatusExtent(length: 8192, flags: 1), BlockStatusExtent(length: 16384, flags: 2),
+                                   BlockStatusExtent(length: 16384, flags: 0)])
+        let allocation = payloads.first { $0.contextID == NBDMetaContext.baseAllocation.contextID }
+        #expect(allocation?.extents == [BlockStatusExtent(length: 40960, flags: 3)])
+        try peer.send(NBDRequest(command: .disconnect, cookie: 2))
+        #expect(run.wait() == .clientDisconnected)
+    }
+}

@@ -47,6 +47,7 @@ struct Qcow2FuzzTests {
                 let i = Int.random(in: 0..<metadataEnd, using: &rng)
                 bytes[i] = round % 3 == 0 ? 0xFF : UInt8.random(in: 0...255, using: &rng)
             }
+            if round % 5 == 1 { bytes[79] |= 1 }  // dirty bit: a read-write open rebuilds refcounts
             let path = dir + "/fuzz.qcow2"
             try Data(bytes).write(to: URL(fileURLWithPath: path))
             do {

@@ -61,6 +61,9 @@ struct Qcow2ImageTests {
         let ro = try Qcow2Image(path: s.path("r.qcow2"), readOnly: true)
         let byte: [UInt8] = [1]
         #expect(throws: BlockDeviceError.self) { try byte.withUnsafeBytes { try ro.write($0, at: 0, fua: false) } }
+        // A reader refuses to share writing (like QEMU), so the writer waits for it to close.
+        #expect(throws: BlockDeviceError.self) { try Qcow2Image(path: s.path("r.qcow2")) }
+        try ro.close()
         let rw = try Qcow2Image(path: s.path("r.qcow2"))
         #expect(throws: BlockDeviceError.self) { try byte.withUnsafeBytes { try rw.write($0, at: 65536, fua: false) } }
         var buffer = [UInt8](repeating: 0, count: 2)
@@ -72,7 +75,7 @@ struct Qcow2ImageTests {
         let s = Scratch()
         let base = s.path("base.raw")
         let baseBytes = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 / 512 + 1) }
-        FileManager.default.createFile(atPath: base, contents: Data(baseBytes))
+        _ = FileManager.default.createFile(atPath: base, contents: Data(baseBytes))
         try Qcow2Creator.create(at: s.path("top.qcow2"), options: Qcow2CreateOptions(size: 512 << 10, clusterSize: 4096, backingFile: "base.raw", backingFormat: "raw"))
         let top = try Qcow2Image(path: s.path("top.qcow2"))
         #expect(try readAll(top, 0, 256 << 10) == baseBytes)
@@ -115,6 +118,29 @@ struct Qcow2ImageTests {
                 #expect(try readAll(image, slot * 7 * 1024, 1024).allSatisfy { $0 == UInt8(t + 1) })
             }
         }
+        try image.close()
+    }
+
+    @Test("discarded clusters give their space back to the file system after a flush")
+    func discardReclaimsSpace() throws {
+        let s = Scratch()
+        let path = s.path("d.qcow2")
+        try Qcow2Creator.create(at: path, options: Qcow2CreateOptions(size: 16 << 20))
+        let image = try Qcow2Image(path: path)
+        let data = [UInt8](repeating: 0x77, count: 8 << 20)
+        try data.withUnsafeBytes { try image.write($0, at: 0, fua: true) }
+        func allocatedBytes() throws -> Int {
+            var st = stat()
+            try #require(stat(path, &st) == 0)
+            return Int(st.st_blocks) * 512
+        }
+        let full = try allocatedBytes()
+        try image.trim(offset: 0, length: 8 << 20, fua: false)
+        try image.flush()
+        #expect(try allocatedBytes() < full - (4 << 20), "no space reclaimed (file system without hole punching?)")
+        var back = [UInt8](repeating: 1, count: 4096)
+        try back.withUnsafeMutableBytes { try image.read(into: $0, at: 12345) }
+        #expect(back.allSatisfy { $0 == 0 })
         try image.close()
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NBDProtocol
 import NBDTLS
 
@@ -16,6 +19,7 @@ extension NBDConnection {
     static let maximumErrorChunk: UInt64 = 6 + 4096 + 8
 
     func readLoop() {
+        state.withLock { readerThread = pthread_self() }
         do {
             var magicBytes = [UInt8](repeating: 0, count: 4)
             while true {
@@ -69,12 +73,17 @@ extension NBDConnection {
     }
 
     func finishReader(_ error: NBDClientError?) {
-        let isClosing = state.withLock { readerFinished = true; return closing }
+        let isClosing = state.withLock { closing }
         if let error {
             // After DISC, a lost connection is the expected end (libnbd does the same).
             disconnect(isClosing ? NBDClientError(.disconnected, "connection closed") : error, fromReader: true)
         } else {
             disconnect(NBDClientError(.disconnected, isClosing ? "connection closed" : "server closed the connection"), fromReader: true)
+        }
+        releaseDescriptor()
+        state.withLock {
+            readerFinished = true
+            state.broadcast()
         }
     }
 

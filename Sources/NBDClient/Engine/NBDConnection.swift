@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NBDProtocol
 import NBDTLS
 
@@ -15,6 +18,9 @@ public final class NBDConnection: @unchecked Sendable {
     /// What the handshake negotiated.
     public let export: NegotiatedExport
     let stream: any ByteStream
+    /// The plaintext socket under `stream` (the same object without TLS), used only to wake
+    /// the reader with `shutdown(2)`.
+    let socket: SocketStream
     let form: NBDRequest.Form
     let maximumInFlight: Int
 
@@ -27,9 +33,17 @@ public final class NBDConnection: @unchecked Sendable {
     var readerFinished = false
     /// Serialises whole-request writes.
     let writeLock = ConditionLock()
+    /// Orders `wake()` against the reader's final close: the descriptor is released only by the
+    /// reader thread, so no thread ever touches a number the kernel may already have reused for
+    /// another connection (seen: an old reader stealing the next connection's greeting).
+    let descriptorLock = ConditionLock()
+    var descriptorReleased = false
+    /// The reader thread, so `close()` called from a completion handler does not wait for itself.
+    var readerThread: pthread_t?
 
-    init(stream: any ByteStream, export: NegotiatedExport, maximumInFlight: Int) throws {
+    init(stream: any ByteStream, socket: SocketStream, export: NegotiatedExport, maximumInFlight: Int) throws {
         self.stream = stream
+        self.socket = socket
         self.export = export
         self.form = export.replyMode == .extended ? .extended : .compact
         self.maximumInFlight = max(1, maximumInFlight)
@@ -47,7 +61,7 @@ public final class NBDConnection: @unchecked Sendable {
             throw NBDClientError(.negotiationFailed, "handshake ended without entering transmission")
         }
         do {
-            return try NBDConnection(stream: stream, export: export, maximumInFlight: configuration.maximumInFlight)
+            return try NBDConnection(stream: stream, socket: socket, export: export, maximumInFlight: configuration.maximumInFlight)
         } catch {
             stream.close()
             throw error
@@ -208,7 +222,8 @@ public final class NBDConnection: @unchecked Sendable {
 
     // MARK: - Closing
 
-    /// Soft disconnect: waits for requests in flight, sends `NBD_CMD_DISC`, closes.
+    /// Soft disconnect: waits for requests in flight, sends `NBD_CMD_DISC`, and returns once the
+    /// reader thread has finished and released the socket.
     public func close() {
         let alreadyDead: Bool = state.withLock {
             closing = true
@@ -221,13 +236,18 @@ public final class NBDConnection: @unchecked Sendable {
             try? writeLock.withLock { try stream.write(disc) }
         }
         disconnect(NBDClientError(.disconnected, "connection closed"))
+        state.withLock {
+            if let reader = readerThread, pthread_equal(reader, pthread_self()) != 0 { return }
+            while !readerFinished { state.wait() }
+        }
     }
 
-    /// Hard disconnect: remember `error`, close the stream, fail everything in flight.
+    /// Hard disconnect: remember `error`, wake the reader, fail everything in flight.
     ///
-    /// Only the reader thread completes requests that reached the wire: it may be writing READ
-    /// data into their buffers, so another thread only closes the stream, which wakes the reader,
-    /// and the reader then fails what is left (with the first error recorded).
+    /// Only the reader thread completes requests that reached the wire (it may be writing READ
+    /// data into their buffers) and only it closes the stream; other threads shut the socket
+    /// down, which wakes the reader, and the reader then fails what is left with the first
+    /// error recorded.
     func disconnect(_ error: NBDClientError, fromReader: Bool = false) {
         let failed: [PendingRequest] = state.withLock {
             if terminalError == nil { terminalError = error }
@@ -237,9 +257,25 @@ public final class NBDConnection: @unchecked Sendable {
             pending.removeAll()
             return all
         }
-        stream.close()
+        wake()
         let reason = state.withLock { terminalError ?? error }
         for request in failed { request.completion(.failure(reason)) }
+    }
+
+    /// Shuts the socket down (both directions) unless the reader already released it.
+    func wake() {
+        descriptorLock.withLock {
+            if !descriptorReleased { _ = Glibc.shutdown(socket.fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    /// The reader's last act: close the stream (TLS close_notify first) and the descriptor.
+    func releaseDescriptor() {
+        descriptorLock.withLock {
+            descriptorReleased = true
+            stream.close()
+            socket.close()
+        }
     }
 
     /// Completes a request that never reached the wire.
@@ -255,5 +291,5 @@ public final class NBDConnection: @unchecked Sendable {
     /// Why the connection is unusable, if it is.
     public var failure: NBDClientError? { state.withLock { terminalError } }
 
-    deinit { stream.close() }
+    deinit { releaseDescriptor() }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NBDProtocol
 import NBDTLS
 
@@ -13,6 +16,7 @@ struct ClientHandshakeDriver {
     func run(mode: ClientNegotiationConfiguration.Mode) throws -> (stream: any ByteStream, outcome: ClientNegotiationOutcome) {
         var machine = ClientNegotiationStateMachine(configuration: configuration.negotiation(mode: mode))
         var stream: any ByteStream = socket
+        Self.setTimeout(socket.fd, seconds: configuration.handshakeTimeout)
         var action = machine.start()
         do {
             while true {
@@ -36,6 +40,8 @@ struct ClientHandshakeDriver {
                     action = machine.tlsEstablished()
                 case .finish(let outcome, let bytes):
                     if !bytes.isEmpty { try? stream.write(bytes) }
+                    // Transmission may legitimately wait long for replies: no timeout there.
+                    Self.setTimeout(socket.fd, seconds: 0)
                     return (stream, outcome)
                 case .fail(let error, let bytes):
                     if !bytes.isEmpty { try? stream.write(bytes) }
@@ -54,9 +60,19 @@ struct ClientHandshakeDriver {
             return try stream.readExactly(count: count)
         } catch let error as StreamError where error.code == .endOfStream {
             throw clientError(machine.connectionClosed())
+        } catch let error as StreamError where error.code == .timedOut {
+            throw NBDClientError(.negotiationFailed, "server did not answer the handshake in time (\(error.message))")
         } catch let error as StreamError {
             throw NBDClientError(error.code == .tls ? .tls : .disconnected, "connection failed during the handshake: \(error.message)")
         }
+    }
+
+    /// SO_RCVTIMEO/SO_SNDTIMEO on the socket (0 clears them).
+    static func setTimeout(_ fd: Int32, seconds: Double) {
+        let whole = seconds.rounded(.down)
+        var value = timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
     }
 
     static func clientError(_ error: ClientNegotiationError) -> NBDClientError {

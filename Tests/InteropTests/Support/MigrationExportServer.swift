@@ -17,12 +17,15 @@ enum MigrationExportServer: String, CaseIterable, Sendable, CustomStringConverti
 
     /// Starts the server exporting `image` as "vda" on 127.0.0.1:`port`, requiring TLS with
     /// client-certificate verification against `pki` when given, plaintext otherwise.
-    func start(image: String, port: Int, pki: String?) throws -> ServerProcess {
+    /// `exitOnDisconnect` (swiftnbd only): the server exits by itself once the mirror's
+    /// connection closes, instead of waiting for SIGTERM.
+    func start(image: String, port: Int, pki: String?, exitOnDisconnect: Bool = false) throws -> ServerProcess {
         let args: [String]
         switch self {
         case .swiftnbd:
             args = [Peers.swiftnbd, "serve", "--bind", "127.0.0.1", "--port", String(port), "--name", "vda"]
                 + (pki.map { ["--tls", "require", "--tls-certificates", $0] } ?? ["--tls", "off"])
+                + (exitOnDisconnect ? ["--exit-on-disconnect"] : [])
                 + [image]
         case .qemuNBD:
             args = ["qemu-nbd"]

@@ -77,7 +77,7 @@ final class ServerProcess: @unchecked Sendable {
     ///   - arguments: the command, e.g. `[Peers.swiftnbd, "serve", …]` or `["qemu-nbd", …]`.
     ///   - listener: where to wait for the server to accept connections; `nil` waits for nothing.
     init(_ arguments: [String], listener: Listener?, environment: [String: String] = [:],
-         readyTimeout: Double = 20) throws {
+         readyTimeout: Double = 60) throws {
         self.arguments = arguments
         logPath = FileManager.default.temporaryDirectory.appendingPathComponent("server-\(UUID().uuidString.prefix(8)).log").path
         FileManager.default.createFile(atPath: logPath, contents: nil)
