@@ -45,6 +45,16 @@ final class ReplyBatch {
         parts.append(data)
     }
 
+    /// Appends a reply without data (copied into the arena); false when it does not fit.
+    func append(reply: [UInt8]) -> Bool {
+        let start = used
+        guard start + reply.count <= arena.count, parts.count < 1000 else { return false }
+        reply.withUnsafeBytes { (arena.baseAddress! + start).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        used += reply.count
+        parts.append(UnsafeRawBufferPointer(rebasing: arena[start..<used]))
+        return true
+    }
+
     /// Sends everything gathered as one unit and empties the batch.
     func flush(to sender: ReplySender) {
         if !parts.isEmpty { sender.send(parts) }

@@ -155,7 +155,11 @@ final class TransmissionDriver: @unchecked Sendable {
                 guard let payload, !request.flags.contains(.fua),
                       try device.writeIfImmediate(UnsafeRawBufferPointer(payload.bytes), at: request.offset)
                 else { return false }
-                sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
+                let reply = sender.builder.success(cookie: request.cookie, requestOffset: request.offset)
+                if !batch.append(reply: reply) {
+                    batch.flush(to: sender)
+                    if !batch.append(reply: reply) { sender.send(reply) }
+                }
             default:
                 return false
             }
