@@ -177,9 +177,15 @@ def run_nbdcopy(src, dst, timeout=600):
 def libnbd_default_pki_wrapper(pki):
     """fio's nbd engine may not read local files named in a URI (libnbd's local-file rule), so
     for x509 we show it libnbd's default certificate directory (/etc/pki/libnbd for root)
-    inside a private mount namespace: nothing on the host is changed."""
+    inside a private mount namespace: nothing on the host is changed. /etc/pki may not exist,
+    so /etc gets a private overlay (upper layer on a tmpfs) in which the directory is made."""
+    scratch = os.path.join(os.path.dirname(pki), "etc-overlay")
+    os.makedirs(scratch, exist_ok=True)
+
     def wrap(cmd):
-        script = ("mount -t tmpfs none /etc/pki && mkdir /etc/pki/libnbd && "
+        script = (f"mount -t tmpfs none {scratch} && mkdir {scratch}/u {scratch}/w && "
+                  f"mount -t overlay overlay -o lowerdir=/etc,upperdir={scratch}/u,workdir={scratch}/w /etc && "
+                  "mkdir -p /etc/pki/libnbd && "
                   f"cp {pki}/ca-cert.pem {pki}/client-cert.pem {pki}/client-key.pem /etc/pki/libnbd/ && "
                   'exec "$@"')
         return ["unshare", "--mount", "sh", "-c", script, "sh"] + cmd
@@ -235,6 +241,27 @@ class Table:
             groups[-1][1].append(r)
         for order, rows in groups:
             self.print_group(list(order), rows)
+        self.print_tls_cost()
+
+    def print_tls_cost(self):
+        """Each server's TLS throughput as a fraction of its own plaintext throughput, same
+        workload and transport (the "TLS/plaintext ≥ 0.7" target is about swiftnbd's column)."""
+        plain = {(r["workload"], r["transport"]): r for r in self.rows if r["section"] == "plain"}
+        pairs = [(r, plain[(r["workload"], r["transport"])]) for r in self.rows
+                 if r["section"] == "tls" and (r["workload"], r["transport"]) in plain]
+        if not pairs:
+            return
+        order = list(pairs[0][0]["order"])
+        header = ["workload", "transport", "TLS"] + [f"{s} TLS/plain" for s in order]
+        print()
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for tls_row, plain_row in pairs:
+            cells = [tls_row["workload"], tls_row["transport"], tls_row["tls"]]
+            for s in order:
+                t, p = tls_row["values"].get(s), plain_row["values"].get(s)
+                cells.append(fmt(t / p, 2) if t == t and p and p == p else "–")
+            print("| " + " | ".join(cells) + " |")
 
     def print_group(self, order, rows):
         header = ["section", "workload", "transport", "TLS", "metric"] + order + ["ratio vs best other"] + \
@@ -314,13 +341,16 @@ def bench_copy(args, table, pki, psk):
     """Client side: swiftnbd copy vs nbdcopy vs qemu-img convert, same nbdkit source."""
     tools = ["swiftnbd", "nbdcopy", "qemu-img"]
     size = args.size_bytes
-    for label, plugin in [("nbdkit memory, full of data", "data"), ("half-sparse file", "file")]:
+    for label, plugin in [("nbdkit pattern, full of data", "pattern"), ("half-sparse file", "file")]:
         for dest in ["null:", "file"]:
             per = {t: dict(value=[], cpu_per_gib=[], rss=[]) for t in tools}
             for rnd in range(args.rounds):
                 sock = os.path.join(args.workdir, "src.sock")
-                if plugin == "data":
-                    cmd = ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "data", "pattern(0x5a 0xa5 0x01)", f"size={size}"]
+                if os.path.exists(sock):
+                    os.unlink(sock)  # a stopped nbdkit may leave its socket behind
+                if plugin == "pattern":
+                    # Every 8 bytes hold their own offset: data everywhere, generated on the fly.
+                    cmd = ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "pattern", f"size={size}"]
                 else:
                     cmd = ["nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", args.sparse_image]
                 log = open(os.path.join(args.workdir, "copy-src.log"), "ab")
