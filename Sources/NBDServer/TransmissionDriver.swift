@@ -47,6 +47,8 @@ final class TransmissionDriver: @unchecked Sendable {
         let sender = sender
         input.beforeReceiving = { batch.flush(to: sender) }
         defer { batch.flush(to: sender) }
+        // The reader's buffer for cached reads too large for the batch.
+        let readerScratch = WorkerContext()
         var header = [UInt8](repeating: 0, count: context.requestForm.wireSize)
         while true {
             do {
@@ -86,7 +88,7 @@ final class TransmissionDriver: @unchecked Sendable {
                 }
                 payload = buffer
             }
-            if executeImmediately(request, payload: payload, batch: batch) {
+            if executeImmediately(request, payload: payload, batch: batch, scratch: readerScratch) {
                 if let payload { payloads.give(payload) }
                 continue
             }
@@ -120,17 +122,26 @@ final class TransmissionDriver: @unchecked Sendable {
 
     // MARK: Execution on the reader thread
 
-    /// Largest READ/WRITE the reader answers itself.
+    /// Largest READ/WRITE whose reply the reader gathers in its batch.
     static let immediateLimit = 128 << 10
+    /// Largest cached READ the reader answers itself (sent on its own).
+    static let immediateReadLimit = 1 << 20
 
     /// Answers a small READ or plain WRITE on the reader thread when the device can do it
     /// without waiting for storage (page-cache hit, buffered write): a hand-off to a worker
     /// and back costs more than the request itself. Returns false, having done nothing,
     /// when the request must go to a worker.
-    private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, batch: ReplyBatch) -> Bool {
+    private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, batch: ReplyBatch,
+                                    scratch: WorkerContext) -> Bool {
         let device = context.device
         do {
             switch request.command {
+            case .read where request.length > UInt64(Self.immediateLimit) && request.length <= UInt64(Self.immediateReadLimit):
+                // A large cached read: copying it out here costs less than waking a worker.
+                let buffer = scratch.buffer(count: Int(request.length))
+                guard try device.readIfImmediate(into: buffer, at: request.offset) else { return false }
+                batch.flush(to: sender)
+                try sendFilledRead(request, buffer: buffer)
             case .read:
                 guard request.length > 0, request.length <= UInt64(Self.immediateLimit) else { return false }
                 let count = Int(request.length)
