@@ -18,8 +18,10 @@ import Glibc
 ///
 /// A writable export uses read+write and refuses to share write and resize (what qemu-nbd
 /// does), so a second writer — qemu-io, qemu-img, QEMU or another swiftnbd — is refused,
-/// while read-only inspection that shares writers (`qemu-img info`) still works.
-struct ImageLock {
+/// while read-only inspection that shares writers (`qemu-img info`) still works. A reader
+/// (a read-only qcow2 image or a backing file) uses read and refuses the same, as QEMU does
+/// for an image and its backing files.
+public struct ImageLock: Sendable {
     enum Permission: Int64, CaseIterable {
         case consistentRead = 0, write = 1, writeUnchanged = 2, resize = 3
         var name: String {
@@ -37,10 +39,11 @@ struct ImageLock {
     var uses: [Permission]
     var refusesToShare: [Permission]
 
-    static let writer = ImageLock(uses: [.consistentRead, .write], refusesToShare: [.write, .resize])
+    public static let writer = ImageLock(uses: [.consistentRead, .write], refusesToShare: [.write, .resize])
+    public static let reader = ImageLock(uses: [.consistentRead], refusesToShare: [.write, .resize])
 
     /// Probes for conflicts, then takes the bytes. Throws `.locked` naming the conflict.
-    func acquire(fd: Int32, path: String) throws {
+    public func acquire(fd: Int32, path: String) throws {
         for permission in uses where try isHeldByOther(fd: fd, byte: Self.unsharedBase + permission.rawValue) {
             throw BlockDeviceError(.locked, "\(path): failed to get \"\(permission.name)\" lock: another process is using the image")
         }
@@ -65,6 +68,16 @@ struct ImageLock {
                 throw BlockDeviceError.fromErrno(e, "\(path): locking byte \(byte)")
             }
         }
+    }
+
+    /// Drops every lock byte this descriptor holds (on close; the descriptor may live on).
+    public static func release(fd: Int32) {
+        var lock = flock()
+        lock.l_type = Int16(F_UNLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = off_t(usedBase)
+        lock.l_len = off_t(2 * usedBase)
+        _ = fcntl(fd, LinuxFileAPI.ofdSetLock, &lock)
     }
 
     private func isHeldByOther(fd: Int32, byte: Int64) throws -> Bool {

@@ -47,9 +47,9 @@ final class HostFile: @unchecked Sendable {
 
     deinit { _ = Glibc.close(fd) }
 
-    /// Takes QEMU-compatible locks (see `WriterLock`): writer locks when open for writing.
-    func lock() throws { try WriterLock.acquire(fd: fd, path: path, writing: writable) }
-    func unlock() { WriterLock.release(fd: fd) }
+    /// Takes QEMU-compatible locks (see `ImageLock`): writer locks when open for writing.
+    func lock() throws { try (writable ? ImageLock.writer : ImageLock.reader).acquire(fd: fd, path: path) }
+    func unlock() { ImageLock.release(fd: fd) }
 
     /// Current length of the file in bytes.
     func length() throws -> UInt64 {
@@ -170,10 +170,21 @@ final class HostFile: @unchecked Sendable {
         guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }
     }
 
-    /// `lseek(SEEK_DATA/SEEK_HOLE)`: returns nil when the call is unsupported or past EOF.
-    func seek(_ whence: Int32, from offset: UInt64) -> UInt64? {
-        let r = lseek(fd, off_t(offset), whence)
-        return r < 0 ? nil : UInt64(r)
+    // Linux values; Glibc only exports the names under _GNU_SOURCE.
+    private static let seekData: Int32 = 3
+    private static let seekHole: Int32 = 4
+
+    /// Whether the bytes at `offset` are stored (`true`) or a hole/past EOF (`false`), and for
+    /// how many bytes (at least 1, at most `length`) that holds. Where `SEEK_DATA` is not
+    /// supported everything counts as data, which is never wrong, only less precise.
+    func storedRun(offset: UInt64, length: UInt64) -> (stored: Bool, length: UInt64) {
+        let end = offset + length
+        let data = lseek(fd, off_t(offset), HostFile.seekData)
+        if data < 0 { return (errno != ENXIO, length) }
+        if UInt64(data) > offset { return (false, min(UInt64(data), end) - offset) }
+        let hole = lseek(fd, off_t(offset), HostFile.seekHole)
+        let stop = hole < 0 ? end : min(UInt64(hole), end)
+        return (true, max(1, stop - offset))
     }
 
     private func ioError(_ what: String) -> BlockDeviceError {

@@ -39,7 +39,12 @@ extension Qcow2Image {
         let run = try lookup(offset)
         let n = min(run.length, length)
         switch run.mapping {
-        case .data, .compressed:
+        case .data(let host):
+            // Like QEMU, look through to the host file: a hole in it (or a cluster reaching
+            // past its end) reads as zeroes, so it is reported as allocated-but-zero.
+            let stored = file.storedRun(offset: host, length: n)
+            return ChainStatus(length: stored.length, flags: stored.stored ? [] : [.zero], depth: 1)
+        case .compressed:
             return ChainStatus(length: n, flags: [], depth: 1)
         case .zero:
             return ChainStatus(length: n, flags: [.hole, .zero], depth: 1)

@@ -8,9 +8,6 @@ import BlockDevices
 final class RawLayer: ChainLayer, @unchecked Sendable {
     let file: HostFile
     let size: UInt64
-    // Linux values; Glibc only exports the names under _GNU_SOURCE.
-    static let seekData: Int32 = 3
-    static let seekHole: Int32 = 4
 
     init(path: String) throws {
         file = try HostFile(path: path, writable: false)
@@ -25,16 +22,7 @@ final class RawLayer: ChainLayer, @unchecked Sendable {
     }
 
     func chainStatus(offset: UInt64, length: UInt64) throws -> ChainStatus {
-        let end = offset + length
-        guard let data = file.seek(RawLayer.seekData, from: offset) else {
-            // ENXIO: no data at or after offset; or no SEEK_DATA support: call it all data.
-            return errno == ENXIO ? ChainStatus(length: length, flags: [.hole, .zero], depth: 1)
-                                  : ChainStatus(length: length, flags: [], depth: 1)
-        }
-        if data > offset {
-            return ChainStatus(length: min(data, end) - offset, flags: [.hole, .zero], depth: 1)
-        }
-        let hole = file.seek(RawLayer.seekHole, from: offset) ?? end
-        return ChainStatus(length: max(1, min(hole, end) - offset), flags: [], depth: 1)
+        let run = file.storedRun(offset: offset, length: length)
+        return ChainStatus(length: run.length, flags: run.stored ? [] : [.hole, .zero], depth: 1)
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
 import BlockDevices
 import NBDClient
 import Qcow2
@@ -27,9 +28,11 @@ struct CopyEndpoint {
         return CopyEndpoint(device: try LocalImage.open(spec, writable: false), label: spec, knownZero: false, connections: 1)
     }
 
-    /// Opens `DST` for a source of `size` bytes. Local regular files are created or truncated
-    /// to `size` (so they start all-zero and sparse); block devices and exports must be large enough.
-    static func openDestination(_ spec: String, size: UInt64, connections: Int, requests: Int) throws -> CopyEndpoint {
+    /// Opens `DST` for a source of `size` bytes. Local raw files are created or truncated to
+    /// `size` (so they start all-zero and sparse), new qcow2 images are created empty; block
+    /// devices, existing qcow2 images and exports must be large enough.
+    static func openDestination(_ spec: String, size: UInt64, format: CopyOutputFormat,
+                                connections: Int, requests: Int) throws -> CopyEndpoint {
         if spec == "null:" {
             return CopyEndpoint(device: NullDevice(size: size), label: spec, knownZero: true, connections: 1)
         }
@@ -45,54 +48,89 @@ struct CopyEndpoint {
             }
             return CopyEndpoint(device: remote, label: spec, knownZero: false, connections: remote.connections.count)
         }
-        if LocalImage.detect(spec) == .qcow2 {
-            // An existing qcow2 image is written in place, never truncated.
+        switch try LocalImage.destinationFormat(spec, requested: format) {
+        case .existingQcow2:
+            // An existing qcow2 image is written in place (guest contents), never recreated.
             let image = try LocalImage.open(spec, writable: true)
             if image.size < size {
                 throw CopyFailure("destination \(spec) has \(image.size) bytes, less than the source's \(size)")
             }
             return CopyEndpoint(device: image, label: spec, knownZero: false, connections: 1)
+        case .newQcow2:
+            try LocalImage.refuseIfInUse(spec)
+            try Qcow2Creator.create(at: spec, options: Qcow2CreateOptions(size: size))
+            // A new image has no clusters: every byte reads as zero until written.
+            return CopyEndpoint(device: try Qcow2Image(path: spec, readOnly: false), label: spec, knownZero: true, connections: 1)
+        case .raw:
+            let created = try LocalImage.prepareDestinationFile(spec, size: size)
+            let device = try RawFileDevice(path: spec, readOnly: false)
+            if device.size < size {
+                throw CopyFailure("destination \(spec) has \(device.size) bytes, less than the source's \(size)")
+            }
+            return CopyEndpoint(device: device, label: spec, knownZero: created, connections: 1,
+                                localRawPath: created ? spec : nil)
         }
-        let created = try LocalImage.prepareDestinationFile(spec, size: size)
-        let device = try LocalImage.open(spec, writable: true)
-        if device.size < size {
-            throw CopyFailure("destination \(spec) has \(device.size) bytes, less than the source's \(size)")
-        }
-        return CopyEndpoint(device: device, label: spec, knownZero: created, connections: 1,
-                            localRawPath: created ? spec : nil)
     }
+}
+
+/// What `copy --output-format` asks for.
+enum CopyOutputFormat: String, CaseIterable, ExpressibleByArgument {
+    /// An existing qcow2 image is written in place; a name ending in `.qcow2` becomes a new
+    /// qcow2 image; anything else is raw.
+    case auto
+    case raw
+    case qcow2
 }
 
 /// Local images: raw files and block devices, or qcow2 (detected by its magic).
 enum LocalImage {
-    enum Format { case raw, qcow2 }
+    enum DestinationFormat: Equatable { case raw, existingQcow2, newQcow2 }
 
-    static func detect(_ path: String) -> Format {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .raw }
-        defer { close(fd) }
-        var magic = [UInt8](repeating: 0, count: 4)
-        let n = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4, 0) }
-        return n == 4 && magic == [0x51, 0x46, 0x49, 0xfb] ? .qcow2 : .raw
+    /// Opens a local source or an existing destination: qcow2 by its magic (guest contents,
+    /// backing files included), anything else raw. Copy's inputs are the user's own files,
+    /// so probing is what they expect (qemu-img convert probes too).
+    static func open(_ path: String, writable: Bool) throws -> any BlockDevice {
+        try openImage(path: path, format: ImageFormat.auto.rawValue, readOnly: !writable)
     }
 
-    static func open(_ path: String, writable: Bool) throws -> any BlockDevice {
-        switch detect(path) {
+    static func destinationFormat(_ path: String, requested: CopyOutputFormat) throws -> DestinationFormat {
+        let isQcow2 = Qcow2Image.hasQcow2Magic(path: path)
+        switch requested {
         case .raw:
-            return try RawFileDevice(path: path, readOnly: !writable)
+            return .raw
         case .qcow2:
-            // Guest contents, not the container's bytes (backing files included).
-            return try Qcow2Image(path: path, readOnly: !writable)
+            if isQcow2 { return .existingQcow2 }
+            var info = stat()
+            if stat(path, &info) == 0 && (info.st_mode & S_IFMT) != S_IFREG {
+                throw CopyFailure("cannot create a qcow2 image at \(path): not a regular file")
+            }
+            return .newQcow2
+        case .auto:
+            if isQcow2 { return .existingQcow2 }
+            return path.lowercased().hasSuffix(".qcow2") && !isBlockDevice(path) ? .newQcow2 : .raw
         }
+    }
+
+    /// Refuses to truncate or recreate an image another process (a server, QEMU) has open for
+    /// writing: the same QEMU-compatible lock probe a writable open makes.
+    static func refuseIfInUse(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return } // does not exist yet
+        defer { close(fd) }
+        try ImageLock.writer.acquire(fd: fd, path: path)
+        ImageLock.release(fd: fd)
+    }
+
+    static func isBlockDevice(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
     }
 
     /// Creates `path` or truncates an existing regular file to `size`. Returns true when the
     /// file now reads as all zeroes (every regular file, after truncation).
     static func prepareDestinationFile(_ path: String, size: UInt64) throws -> Bool {
-        var info = stat()
-        if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK {
-            return false // block device: used in place
-        }
+        if isBlockDevice(path) { return false } // used in place
+        try refuseIfInUse(path)
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CopyFailure("cannot create \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }

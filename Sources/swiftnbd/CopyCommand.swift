@@ -11,7 +11,7 @@ struct CopyCommand: ParsableCommand {
         commandName: "copy",
         abstract: "Copy between NBD exports and local images, sparse-aware and pipelined.",
         discussion: "SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files (raw or qcow2); "
-            + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place. "
+            + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place; a destination named *.qcow2 (or --output-format qcow2) is created as a new qcow2 image. A destination another process has open for writing is refused. "
             + "Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead of copied. "
             + "Any failed request stops the copy with a non-zero exit status.")
 
@@ -20,6 +20,10 @@ struct CopyCommand: ParsableCommand {
 
     @Argument(help: "Destination: NBD URI, local file, or null:.")
     var destination: String
+
+    @Option(name: .customLong("output-format"),
+            help: "Local destination format: auto (existing qcow2 in place, *.qcow2 created as qcow2, else raw), raw or qcow2.")
+    var outputFormat: CopyOutputFormat = .auto
 
     @Option(help: "Connections per NBD export (used when the server allows multi-conn).")
     var connections: Int = 4
@@ -70,7 +74,8 @@ struct CopyCommand: ParsableCommand {
         let src = try CopyEndpoint.openSource(source, connections: connections, requests: requests)
         defer { try? src.device.close() }
         let size = src.device.size
-        let dst = try CopyEndpoint.openDestination(destination, size: size, connections: connections, requests: requests)
+        let dst = try CopyEndpoint.openDestination(destination, size: size, format: outputFormat,
+                                                   connections: connections, requests: requests)
         var dstClosed = false
         defer { if !dstClosed { try? dst.device.close() } }
 

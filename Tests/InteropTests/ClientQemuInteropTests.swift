@@ -248,4 +248,49 @@ struct ClientQemuInteropTests {
         let check = try run(["qemu-img", "check", image])
         #expect(check.succeeded, "\(check)")
     }
+
+    @Test("copy creates a new qcow2 image from an NBD export or a raw file; qemu-img compares it equal and checks it clean",
+          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io")))
+    func copyCreatesQcow2() throws {
+        let dir = TempDir("client-new-qcow2")
+        let source = dir.file("src.raw")
+        try makePatternFile(source, size: 6 << 20, seed: 29)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: source))
+        try handle.truncate(atOffset: 20 << 20) // a zero tail that must stay unallocated
+        try handle.close()
+        let (server, uri) = try P.qemuNBD(["-f", "raw", "-r", source], in: dir)
+        defer { server.stop() }
+
+        // By extension, from an NBD export.
+        let byName = dir.file("by-name.qcow2")
+        let fromNBD = try P.swiftnbd(["copy", "--flush", uri, byName])
+        #expect(fromNBD.succeeded, "\(fromNBD)\n\(server.log)")
+        // By --output-format, from a local file, over an existing raw file it replaces.
+        let byFlag = dir.file("by-flag.img")
+        try makePatternFile(byFlag, size: 1 << 20, seed: 3)
+        let fromFile = try P.swiftnbd(["copy", "--output-format", "qcow2", source, byFlag])
+        #expect(fromFile.succeeded, "\(fromFile)")
+
+        for image in [byName, byFlag] {
+            let info = try run(["qemu-img", "info", "-U", "--output=json", image])
+            #expect(info.stdout.contains("\"format\": \"qcow2\""), "\(info)")
+            let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2", source, image])
+            #expect(compare.succeeded, "\(compare)")
+            let check = try run(["qemu-img", "check", "-U", image])
+            #expect(check.succeeded, "\(check)")
+            // Only the data was allocated: the 14 MiB zero tail stays out of the image.
+            let bytes = (try FileManager.default.attributesOfItem(atPath: image)[.size] as? NSNumber)?.intValue ?? 0
+            #expect(bytes < 8 << 20, "\(image) is \(bytes) bytes for 6 MiB of data")
+        }
+
+        // A destination another process is writing is refused, not truncated.
+        let busy = dir.file("busy.qcow2")
+        #expect(try run(["qemu-img", "create", "-q", "-f", "raw", busy, "20M"]).succeeded)
+        let (holder, _) = try P.qemuNBD(["-f", "raw", busy], in: dir, export: "busy")
+        defer { holder.stop() }
+        let refused = try P.swiftnbd(["copy", "--output-format", "qcow2", source, busy])
+        #expect(!refused.succeeded && refused.stderr.contains("lock"), "\(refused)")
+        let size = (try FileManager.default.attributesOfItem(atPath: busy)[.size] as? NSNumber)?.intValue
+        #expect(size == 20 << 20)
+    }
 }
