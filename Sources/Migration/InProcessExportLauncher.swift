@@ -3,9 +3,10 @@ import Foundation
 import Logging
 import NBDServer
 import NBDTLS
+import Qcow2
 
 /// Serves each destination image from an `NBDServer` inside this process (the default of
-/// `swiftnbd migrate`): raw image, writable, TLS required, client certificates verified
+/// `swiftnbd migrate`): raw or qcow2 image, writable, TLS required, client certificates verified
 /// against the plan's CA (optionally limited to `tlsAuthorizedDNs`).
 public struct InProcessExportLauncher: MigrationExportLauncher {
     public let logger: Logger
@@ -33,7 +34,10 @@ public struct InProcessExportLauncher: MigrationExportLauncher {
         do {
             // Takes QEMU-compatible image locks: a second writer cannot open the image while
             // we serve it (block-migration.md §6), and they are released on close.
-            device = try RawFileDevice(path: disk.destinationImage, readOnly: false)
+            switch disk.destinationFormat {
+            case .raw: device = try RawFileDevice(path: disk.destinationImage, readOnly: false)
+            case .qcow2: device = try Qcow2Image(path: disk.destinationImage, readOnly: false)
+            }
         } catch {
             throw MigrationError(.exportFailed, "cannot open \(disk.destinationImage): \(error)", phase: .exporting)
         }

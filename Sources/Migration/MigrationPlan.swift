@@ -5,14 +5,23 @@ public struct MigrationPlan: Sendable {
     public struct Disk: Sendable, Equatable {
         /// Source node name (e.g. `vda-format`). In arrangement A also the destination's node.
         public var sourceNode: String
-        /// Path of the destination image (raw), for exports outside the destination QEMU.
+        /// Path of the destination image, for exports outside the destination QEMU.
         public var destinationImage: String
+        /// How the export opens the destination image: the mirror writes guest data, so a
+        /// qcow2 image is written through the qcow2 driver, never as container bytes.
+        public var destinationFormat: ImageFormat
         /// NBD export name; defaults to the node name.
         public var exportName: String
 
-        public init(sourceNode: String, destinationImage: String, exportName: String? = nil) {
+        public enum ImageFormat: String, Sendable, CaseIterable {
+            case raw, qcow2
+        }
+
+        public init(sourceNode: String, destinationImage: String, destinationFormat: ImageFormat = .raw,
+                    exportName: String? = nil) {
             self.sourceNode = sourceNode
             self.destinationImage = destinationImage
+            self.destinationFormat = destinationFormat
             self.exportName = exportName ?? sourceNode
         }
 

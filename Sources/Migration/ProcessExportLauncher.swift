@@ -30,10 +30,10 @@ public struct ProcessExportLauncher: MigrationExportLauncher {
             return [executable, "serve", "--bind", plan.host, "--port", String(port), "--name", disk.exportName,
                     "--tls", "require", "--tls-certificates", plan.tlsDirectory]
                 + plan.tlsAuthorizedDNs.flatMap { ["--tls-authz", $0] }
-                + [disk.destinationImage]
+                + ["--format", disk.destinationFormat.rawValue, disk.destinationImage]
         case .qemuNBD:
             return ["qemu-nbd", "--object", "tls-creds-x509,id=tls0,dir=\(plan.tlsDirectory),endpoint=server,verify-peer=on",
-                    "--tls-creds", "tls0", "-f", "raw", "--cache=writeback", "-b", plan.host, "-p", String(port),
+                    "--tls-creds", "tls0", "-f", disk.destinationFormat.rawValue, "--cache=writeback", "-b", plan.host, "-p", String(port),
                     "-x", disk.exportName, "-t", "-e", "4", disk.destinationImage]
         }
     }

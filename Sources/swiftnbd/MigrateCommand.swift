@@ -13,7 +13,7 @@ struct MigrateCommand: ParsableCommand {
         abstract: "Live-migrate a QEMU VM and its disks to a destination QEMU over NBD+TLS.",
         discussion: """
             The destination QEMU must be started with -incoming defer and open each destination image
-            (raw) itself, like the source but paused. This command exports those images with TLS,
+            itself (raw, or qcow2 with --disk node=image,format=qcow2), like the source but paused. This command exports those images with TLS,
             mirrors the source disks into them, migrates RAM with TLS and pause-before-switchover,
             finishes the mirrors at pre-switchover, stops the exports and resumes the destination.
             On any failure before the switchover the source keeps running and the destination is shut down.
@@ -31,7 +31,8 @@ struct MigrateCommand: ParsableCommand {
     var destinationQMP: String
 
     @Option(name: .customLong("disk"), help: ArgumentHelp(
-        "A disk to move: the source block node and the destination image path (repeatable).", valueName: "node=image"))
+        "A disk to move: the source block node and the destination image path, optionally with the image's format (raw, the default, or qcow2) (repeatable).",
+        valueName: "node=image[,format=qcow2]"))
     var disks: [String] = []
 
     @Option(name: .customLong("tls-certificates"), help: ArgumentHelp(
@@ -121,11 +122,7 @@ struct MigrateCommand: ParsableCommand {
 
     func validate() throws {
         guard !disks.isEmpty else { throw ValidationError("give at least one --disk node=image") }
-        for disk in disks {
-            guard let equals = disk.firstIndex(of: "="), equals != disk.startIndex, disk.index(after: equals) != disk.endIndex else {
-                throw ValidationError("--disk wants node=image, got '\(disk)'")
-            }
-        }
+        for disk in disks { _ = try Self.parseDisk(disk) }
         if !nbdPorts.isEmpty && nbdPorts.count != disks.count {
             throw ValidationError("give one --nbd-port per --disk (\(disks.count)), or none")
         }
@@ -143,12 +140,8 @@ struct MigrateCommand: ParsableCommand {
     }
 
     func makePlan() -> MigrationPlan {
-        let parsed = disks.map { disk -> MigrationPlan.Disk in
-            let equals = disk.firstIndex(of: "=")!
-            let image = String(disk[disk.index(after: equals)...])
-            return MigrationPlan.Disk(sourceNode: String(disk[..<equals]),
-                                      destinationImage: URL(fileURLWithPath: image).standardizedFileURL.path)
-        }
+        // validate() already parsed every --disk.
+        let parsed = disks.compactMap { try? Self.parseDisk($0) }
         let directory = URL(fileURLWithPath: tlsCertificates).standardizedFileURL.path
         var plan = MigrationPlan(disks: parsed, tlsDirectory: directory,
                                  sourceCredentials: sourceTLSCreds.map { .existing(id: $0) },
@@ -166,6 +159,27 @@ struct MigrateCommand: ParsableCommand {
         plan.tunables.postcopyAfterIterations = postcopyAfter
         plan.tunables.multifdChannels = multifdChannels
         return plan
+    }
+
+    /// `node=image[,format=raw|qcow2]`; the image path is made absolute.
+    static func parseDisk(_ text: String) throws -> MigrationPlan.Disk {
+        guard let equals = text.firstIndex(of: "="), equals != text.startIndex, text.index(after: equals) != text.endIndex else {
+            throw ValidationError("--disk wants node=image[,format=qcow2], got '\(text)'")
+        }
+        var image = String(text[text.index(after: equals)...])
+        var format = MigrationPlan.Disk.ImageFormat.raw
+        if let comma = image.range(of: ",format=", options: .backwards) {
+            let name = String(image[comma.upperBound...])
+            guard let known = MigrationPlan.Disk.ImageFormat(rawValue: name) else {
+                throw ValidationError("--disk format '\(name)' is not raw or qcow2")
+            }
+            format = known
+            image = String(image[..<comma.lowerBound])
+        }
+        guard !image.isEmpty else { throw ValidationError("--disk wants node=image[,format=qcow2], got '\(text)'") }
+        return MigrationPlan.Disk(sourceNode: String(text[..<equals]),
+                                  destinationImage: URL(fileURLWithPath: image).standardizedFileURL.path,
+                                  destinationFormat: format)
     }
 
     func makeLauncher(logger: Logger) -> any MigrationExportLauncher {

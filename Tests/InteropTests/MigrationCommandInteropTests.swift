@@ -19,14 +19,22 @@ struct MigrationCommandInteropTests {
         let source: MigrationVM
         let destination: MigrationVM
 
-        init(_ label: String) throws {
+        /// - Parameter destinationFormat: raw (pre-filled with junk the mirror must overwrite)
+        ///   or qcow2 (a new, empty image).
+        init(_ label: String, destinationFormat: String = "raw") throws {
             pki = try MigrationPKI.shared.get()
             dir = TempDir("migrate-\(label)")
             src = dir.file("src.raw")
-            dst = dir.file("dst.raw")
+            dst = dir.file("dst.\(destinationFormat)")
             try MigrationDisks.makeSource(src)
-            try MigrationDisks.makeJunkDestination(dst)
-            destination = try MigrationVM(name: "dst", in: dir, disk: dst, tls: (pki.trusted, "server"), incoming: true)
+            if destinationFormat == "raw" {
+                try MigrationDisks.makeJunkDestination(dst)
+            } else {
+                let create = try run(["qemu-img", "create", "-q", "-f", destinationFormat, dst, String(MigrationDisks.size)])
+                guard create.succeeded else { throw MigrationTestFailure("\(create)") }
+            }
+            destination = try MigrationVM(name: "dst", in: dir, disk: dst, diskFormat: destinationFormat,
+                                          tls: (pki.trusted, "server"), incoming: true)
             source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
             try source.waitForGuest()
         }
@@ -79,6 +87,37 @@ struct MigrationCommandInteropTests {
         while resumed.maxCounter <= sourceTags.maxCounter && Date() < deadline {
             usleep(100_000)
             resumed = try MigrationGuestTags.scan(setup.dst)
+        }
+        #expect(resumed.maxCounter > sourceTags.maxCounter, "destination guest did not continue: \(resumed)\n\(setup.context)")
+    }
+
+    @Test("migrate into a qcow2 destination: the export writes guest data through the qcow2 driver, qemu-img checks it clean",
+          .enabled(if: tools), .timeLimit(.minutes(2)), arguments: ["swiftnbd", "swiftnbd-serve"])
+    func qcow2Destination(exportServer: String) throws {
+        let setup = try Setup("qcow2-\(exportServer)", destinationFormat: "qcow2")
+        defer { setup.shutdown() }
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", setup.source.commandQMPPath,
+                     "--destination-qmp", setup.destination.commandQMPPath, "--disk", "vda-format=\(setup.dst),format=qcow2",
+                     "--tls-certificates", setup.pki.trusted, "--export-server", exportServer, "--no-resume", "--json",
+                     "--timeout", "60"], timeout: 120)
+        }
+        try #require(result.succeeded, "\(result)\n\(setup.context)")
+        let check = try run(["qemu-img", "check", "-U", setup.dst])
+        #expect(check.succeeded, "\(check)")
+        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2", setup.src, setup.dst])
+        #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
+        let sourceTags = try MigrationGuestTags.scan(setup.src)
+        let migrated = try MigrationGuestTags.scan(qcow2: setup.dst, in: setup.dir)
+        #expect(sourceTags.maxCounter > 0 && migrated.maxCounter == sourceTags.maxCounter, "\(sourceTags) vs \(migrated)")
+
+        // The destination QEMU opens what we wrote as qcow2 and its guest goes on writing.
+        try setup.destination.qmp.execute("cont")
+        var resumed = migrated
+        let deadline = Date().addingTimeInterval(30)
+        while resumed.maxCounter <= sourceTags.maxCounter && Date() < deadline {
+            usleep(500_000)
+            resumed = try MigrationGuestTags.scan(qcow2: setup.dst, in: setup.dir)
         }
         #expect(resumed.maxCounter > sourceTags.maxCounter, "destination guest did not continue: \(resumed)\n\(setup.context)")
     }
@@ -252,6 +291,8 @@ struct MigrationCommandInteropTests {
             (["--disk", "a=/x", "--nbd-port", "1", "--nbd-port", "2"], "one --nbd-port per --disk"),
             (["--disk", "a=/x", "--postcopy-after", "2", "--multifd-channels", "2"], "post-copy"),
             (["--disk", "a=/x", "--max-bandwidth", "lots"], "max-bandwidth"),
+            (["--disk", "a=/x,format=vmdk"], "not raw or qcow2"),
+            (["--disk", "a=,format=qcow2"], "node=image"),
             ([], "--disk"),
         ]
         let dir = TempDir("migrate-args")

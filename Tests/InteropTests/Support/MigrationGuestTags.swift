@@ -17,6 +17,16 @@ struct MigrationGuestTags: CustomStringConvertible {
         "\(tagged) tagged sectors, \(corrupt) corrupt, highest counter \(maxCounter) at LBA \(maxCounterLBA.map(String.init) ?? "-")"
     }
 
+    /// Scans the guest view of a qcow2 image (converted to raw first; `-U`: the destination
+    /// QEMU may have it open).
+    static func scan(qcow2 path: String, in dir: TempDir) throws -> MigrationGuestTags {
+        let raw = dir.file("scan-\(UUID().uuidString.prefix(6)).raw")
+        defer { unlink(raw) }
+        let convert = try run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", path, raw])
+        guard convert.succeeded else { throw MigrationTestFailure("\(convert)") }
+        return try scan(raw)
+    }
+
     static func scan(_ path: String) throws -> MigrationGuestTags {
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
         defer { try? handle.close() }

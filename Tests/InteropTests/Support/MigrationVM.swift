@@ -27,10 +27,11 @@ final class MigrationVM: @unchecked Sendable {
     }()
 
     /// - Parameters:
-    ///   - disk: a raw image opened as node `vda-storage`/`vda-format`; nil for a disk-less VM.
+    ///   - disk: an image opened as node `vda-storage`/`vda-format`; nil for a disk-less VM.
+    ///   - diskFormat: the format driver of `vda-format` (raw or qcow2).
     ///   - tls: the x509 directory and this VM's endpoint for object `tls0`, or nil.
     ///   - incoming: start paused with `-S -incoming defer` (the destination).
-    init(name: String, in dir: TempDir, disk: String?, tls: (dir: String, endpoint: String)?,
+    init(name: String, in dir: TempDir, disk: String?, diskFormat: String = "raw", tls: (dir: String, endpoint: String)?,
          incoming: Bool, paused: Bool = false, machine: String = "pc") throws {
         self.name = name
         qmpPath = dir.file("\(name).qmp")
@@ -48,7 +49,7 @@ final class MigrationVM: @unchecked Sendable {
         if let disk {
             args += [
                 "-blockdev", "driver=file,filename=\(disk),node-name=vda-storage,cache.direct=off",
-                "-blockdev", "driver=raw,file=vda-storage,node-name=vda-format",
+                "-blockdev", "driver=\(diskFormat),file=vda-storage,node-name=vda-format",
                 "-device", "virtio-blk-pci,drive=vda-format,id=vda,bootindex=1",
                 "-chardev", "file,id=dbg,path=\(debugconPath)",
                 "-device", "isa-debugcon,iobase=0x402,chardev=dbg",
