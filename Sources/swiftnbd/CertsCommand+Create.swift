@@ -10,10 +10,10 @@ struct CertsCreateCommand: ParsableCommand {
         commandName: "create",
         abstract: "Create a CA, server and client certificates (and optionally keys.psk) in DIR.",
         discussion: """
-        Writes ca-cert.pem, ca-key.pem, server-cert.pem, server-key.pem, client-cert.pem and
-        client-key.pem (plus keys.psk with --psk-user) in the layout qemu-nbd, QEMU's
-        tls-creds-x509/tls-creds-psk, nbdkit and libnbd read. Keys are written with mode 0600.
-        Keep ca-key.pem offline in production; the server needs ca-cert.pem, server-cert.pem
+        Writes ca-cert.pem, ca-key.pem, server-cert.pem, server-key.pem, client-cert.pem and \
+        client-key.pem (plus keys.psk with --psk-user) in the layout qemu-nbd, QEMU's \
+        tls-creds-x509/tls-creds-psk, nbdkit and libnbd read. Keys are written with mode 0600. \
+        Keep ca-key.pem offline in production; the server needs ca-cert.pem, server-cert.pem \
         and server-key.pem, a client ca-cert.pem (+ client-cert.pem and client-key.pem).
         """
     )

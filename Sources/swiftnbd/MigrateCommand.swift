@@ -12,10 +12,10 @@ struct MigrateCommand: ParsableCommand {
         commandName: "migrate",
         abstract: "Live-migrate a QEMU VM and its disks to a destination QEMU over NBD+TLS.",
         discussion: """
-            The destination QEMU must be started with -incoming defer and open each destination image
-            itself (raw, or qcow2 with --disk node=image,format=qcow2), like the source but paused. This command exports those images with TLS,
-            mirrors the source disks into them, migrates RAM with TLS and pause-before-switchover,
-            finishes the mirrors at pre-switchover, stops the exports and resumes the destination.
+            The destination QEMU must be started with -incoming defer and open each destination image \
+            itself (raw, or qcow2 with --disk node=image,format=qcow2), like the source but paused. This command exports those images with TLS, \
+            mirrors the source disks into them, migrates RAM with TLS and pause-before-switchover, \
+            finishes the mirrors at pre-switchover, stops the exports and resumes the destination. \
             On any failure before the switchover the source keeps running and the destination is shut down.
 
             Example:

@@ -15,12 +15,12 @@ struct ServeCommand: ParsableCommand {
             One image:      swiftnbd serve disk.img --name disk --port 10809
             Several images: swiftnbd serve --export disk=/images/a.img,desc=System disk \\
                                            --export data=/images/b.img,ro
-            --export takes NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]; desc= must be last
-            (the rest of the value, commas included, is the description). IMAGE/--name/--description
+            --export takes NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]; desc= must be last \
+            (the rest of the value, commas included, is the description). IMAGE/--name/--description \
             add one more export. An empty name in a client's request selects the first export.
 
-            Listens on TCP (all addresses, or --bind ADDR) unless --unix PATH is given; under
-            systemd socket activation (LISTEN_FDS) it serves the inherited sockets instead.
+            Listens on TCP (all addresses, or --bind ADDR) unless --unix PATH is given; under \
+            systemd socket activation (LISTEN_FDS) it serves the inherited sockets instead. \
             SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, exit 0.
             SIGHUP: reload TLS credentials.
             """)
