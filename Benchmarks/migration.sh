@@ -21,20 +21,8 @@ if [ -z "${SWIFTNBD:-}" ]; then
     SWIFTNBD="$(swift build -c release --show-bin-path)/swiftnbd"
 fi
 boot=Fixtures/migration/boot-sector.bin
-if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ "${SWIFTNBD_MIGRATION_ACCEL:-}" != tcg ]; then
-    accel=(-accel kvm -cpu qemu64,-pni)
-else
-    accel=(-accel tcg -cpu qemu64)
-fi
-
-work=$(mktemp -d /tmp/swiftnbd-migration-bench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/vm-workdir.sh
+make_workdir swiftnbd-migration-bench
 
 # Test PKI in QEMU's layout: CN=localhost, SANs localhost, 127.0.0.1, ::1.
 pki=$work/pki

@@ -13,17 +13,8 @@ format=${2:-raw}
 scripts/install-deps.sh --peers
 swift build -c release --product swiftnbd >&2
 swiftnbd="$(swift build -c release --show-bin-path)/swiftnbd"
-accel=(-accel tcg -cpu qemu64)
-[[ -r /dev/kvm && -w /dev/kvm ]] && accel=(-accel kvm -cpu qemu64,-pni)
-
-work=$(mktemp -d /tmp/swiftnbd-migrate-example.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/vm-workdir.sh
+make_workdir swiftnbd-migrate-example
 show() { printf '+ %s\n' "$*" >&2; "$@"; }
 
 # One PKI for both ends: the source QEMU is the NBD and migration client, the destination

@@ -4,19 +4,19 @@ import Glibc
 
 /// Linux file APIs that Swift's Glibc module does not import (they sit behind `_GNU_SOURCE`).
 /// The values are Linux's ABI constants, stable across architectures we build for.
-enum LinuxFileAPI {
-    static let seekData: Int32 = 3
-    static let seekHole: Int32 = 4
-    static let fallocKeepSize: Int32 = 0x01
-    static let fallocPunchHole: Int32 = 0x02
-    static let fallocZeroRange: Int32 = 0x10
-    static let ofdGetLock: Int32 = 36
-    static let ofdSetLock: Int32 = 37
+package enum LinuxFileAPI {
+    package static let seekData: Int32 = 3
+    package static let seekHole: Int32 = 4
+    package static let fallocKeepSize: Int32 = 0x01
+    package static let fallocPunchHole: Int32 = 0x02
+    package static let fallocZeroRange: Int32 = 0x10
+    package static let ofdGetLock: Int32 = 36
+    package static let ofdSetLock: Int32 = 37
     /// `_IOR(0x12, 114, size_t)`: size of a block device in bytes.
-    static let blkGetSize64: UInt = 0x8008_1272
+    package static let blkGetSize64: UInt = 0x8008_1272
 
     /// `RWF_NOWAIT`: fail with EAGAIN instead of waiting for storage.
-    static let rwfNoWait: Int32 = 0x08
+    package static let rwfNoWait: Int32 = 0x08
 
     private typealias PReadV2Function = @convention(c) (Int32, UnsafePointer<iovec>?, Int32, off_t, Int32) -> Int
 
@@ -27,7 +27,7 @@ enum LinuxFileAPI {
 
     /// `preadv2(fd, [buffer], offset, RWF_NOWAIT)`: bytes read (possibly short), or -1 with
     /// `errno` set (EAGAIN: not in the page cache; EOPNOTSUPP/ENOSYS: not available).
-    static func preadNoWait(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: off_t) -> Int {
+    package static func preadNoWait(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: off_t) -> Int {
         guard let function = preadv2Function else {
             errno = ENOSYS
             return -1
@@ -45,7 +45,7 @@ enum LinuxFileAPI {
     }()
 
     /// Returns 0 or the errno of the failure (EINTR retried).
-    static func fallocate(_ fd: Int32, mode: Int32, offset: UInt64, length: UInt64) -> Int32 {
+    package static func fallocate(_ fd: Int32, mode: Int32, offset: UInt64, length: UInt64) -> Int32 {
         guard let function = fallocateFunction else { return EOPNOTSUPP }
         while true {
             if function(fd, mode, off_t(offset), off_t(length)) == 0 { return 0 }

@@ -22,7 +22,9 @@ public struct DestinationQEMUExportLauncher: MigrationExportLauncher {
         } catch {
             throw MigrationError(.exportFailed, "block-export-add \(disk.sourceNode) on the destination: \(error)", phase: .exporting)
         }
-        return DestinationQEMUExport(server: server, host: context.plan.host, port: server.port ?? port, exportName: disk.exportName)
+        return StoppableExport(host: context.plan.host, port: server.port ?? port, exportName: disk.exportName) {
+            try server.release()
+        }
     }
 }
 
@@ -77,31 +79,5 @@ final class DestinationQEMUNBDServer: @unchecked Sendable {
                 throw MigrationError(.exportFailed, "nbd-server-stop on the destination: \(error)", phase: .stoppingExports)
             }
         }
-    }
-}
-
-final class DestinationQEMUExport: MigrationExport, @unchecked Sendable {
-    let host: String
-    let port: Int
-    let exportName: String
-    private let server: DestinationQEMUNBDServer
-    private let lock = NSLock()
-    private var stopped = false
-
-    init(server: DestinationQEMUNBDServer, host: String, port: Int, exportName: String) {
-        self.server = server
-        self.host = host
-        self.port = port
-        self.exportName = exportName
-    }
-
-    var log: String { "" }
-
-    func stop() throws {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
-        }
-        if first { try server.release() }
     }
 }

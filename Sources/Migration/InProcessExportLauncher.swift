@@ -53,40 +53,12 @@ public struct InProcessExportLauncher: MigrationExportLauncher {
             try? device.close()
             throw MigrationError(.exportFailed, "export \(disk.exportName) on \(plan.host):\(port): \(error)", phase: .exporting)
         }
-        return InProcessExport(server: server, host: plan.host, port: Int(server.boundPorts.first ?? port16), exportName: disk.exportName)
-    }
-}
-
-final class InProcessExport: MigrationExport, @unchecked Sendable {
-    let host: String
-    let port: Int
-    let exportName: String
-    private let server: NBDServer
-    private let lock = NSLock()
-    private var stopped = false
-
-    init(server: NBDServer, host: String, port: Int, exportName: String) {
-        self.server = server
-        self.host = host
-        self.port = port
-        self.exportName = exportName
-    }
-
-    var log: String { "" }
-
-    /// Graceful shutdown: stop accepting, finish requests in flight, flush and close the
-    /// image (dropping its locks), then return.
-    func stop() throws {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
+        // Graceful shutdown: stop accepting, finish requests in flight, flush and close the
+        // image (dropping its locks), then return.
+        return StoppableExport(host: plan.host, port: Int(server.boundPorts.first ?? port16), exportName: disk.exportName,
+                               stopOnRelease: true) {
+            server.shutdown()
+            server.waitUntilStopped()
         }
-        guard first else { return }
-        server.shutdown()
-        server.waitUntilStopped()
-    }
-
-    deinit {
-        try? stop()
     }
 }

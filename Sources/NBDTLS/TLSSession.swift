@@ -114,8 +114,11 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
                 }
                 return 0
             }
+            // Our sockets block, so AGAIN means SO_RCVTIMEO expired (the client's handshake
+            // timeout): retrying would multiply the timeout, not wait for data.
+            if rc == GNUTLS_E_AGAIN { throw StreamError(.timedOut, "TLS read timed out") }
             attempts += 1
-            if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED || rc == GNUTLS_E_REHANDSHAKE) && attempts < 10_000 { continue }
+            if (rc == GNUTLS_E_INTERRUPTED || rc == GNUTLS_E_REHANDSHAKE) && attempts < 10_000 { continue }
             if rc == GNUTLS_E_FATAL_ALERT_RECEIVED {
                 let alert = alertName(gnutls_alert_get(handle.raw))
                 if let note = takeNote() {
@@ -180,8 +183,10 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
             if n > 0 { offset += n; continue }
             let rc = Int32(truncatingIfNeeded: n)
             attempts += 1
-            if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
+            if rc == GNUTLS_E_INTERRUPTED && attempts < 10_000 { continue }
             if corked { _ = gnutls_record_uncork(handle.raw, 0) }
+            // AGAIN on a blocking socket: SO_SNDTIMEO expired, the peer stopped reading.
+            if rc == GNUTLS_E_AGAIN { throw StreamError(.timedOut, "TLS send timed out") }
             throw sendFailure(rc)
         }
     }
@@ -192,7 +197,8 @@ public final class TLSSession: ByteStream, @unchecked Sendable {
             let rc = gnutls_record_uncork(handle.raw, UInt32(GNUTLS_RECORD_WAIT))
             if rc >= 0 { return }
             attempts += 1
-            if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) && attempts < 10_000 { continue }
+            if rc == GNUTLS_E_INTERRUPTED && attempts < 10_000 { continue }
+            if rc == GNUTLS_E_AGAIN { throw StreamError(.timedOut, "TLS send timed out") }
             throw sendFailure(rc)
         }
     }

@@ -153,36 +153,22 @@ final class HostFile: @unchecked Sendable {
     /// Gives a freed cluster's space back to the file system (best effort: errors ignored,
     /// the cluster reads as zero either way once it is reallocated and rewritten).
     func punchHole(at offset: UInt64, length: UInt64) {
-        guard let fallocate = Self.fallocate else { return }
-        _ = fallocate(fd, Self.punchHoleKeepSize, off_t(offset), off_t(length))
+        _ = LinuxFileAPI.fallocate(fd, mode: LinuxFileAPI.fallocPunchHole | LinuxFileAPI.fallocKeepSize, offset: offset, length: length)
     }
-
-    private typealias Fallocate = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
-    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`.
-    private static let punchHoleKeepSize: Int32 = 0x02 | 0x01
-    /// `fallocate(2)` is not importable from Glibc without _GNU_SOURCE: look it up once.
-    private static let fallocate: Fallocate? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fallocate") else { return nil }
-        return unsafeBitCast(symbol, to: Fallocate.self)
-    }()
 
     func truncate(to length: UInt64) throws {
         guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }
     }
-
-    // Linux values; Glibc only exports the names under _GNU_SOURCE.
-    private static let seekData: Int32 = 3
-    private static let seekHole: Int32 = 4
 
     /// Whether the bytes at `offset` are stored (`true`) or a hole/past EOF (`false`), and for
     /// how many bytes (at least 1, at most `length`) that holds. Where `SEEK_DATA` is not
     /// supported everything counts as data, which is never wrong, only less precise.
     func storedRun(offset: UInt64, length: UInt64) -> (stored: Bool, length: UInt64) {
         let end = offset + length
-        let data = lseek(fd, off_t(offset), HostFile.seekData)
+        let data = lseek(fd, off_t(offset), LinuxFileAPI.seekData)
         if data < 0 { return (errno != ENXIO, length) }
         if UInt64(data) > offset { return (false, min(UInt64(data), end) - offset) }
-        let hole = lseek(fd, off_t(offset), HostFile.seekHole)
+        let hole = lseek(fd, off_t(offset), LinuxFileAPI.seekHole)
         let stop = hole < 0 ? end : min(UInt64(hole), end)
         return (true, max(1, stop - offset))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NBDClient
 import Testing
 
 /// Our client (`swiftnbd info`) over TLS against qemu-nbd and nbdkit, including every
@@ -170,5 +171,28 @@ struct TLSClientInteropTests {
         let result = try info("nbds://localhost:\(port)/?tls-certificates=\(try creds.clientDirectory())")
         #expect(!result.succeeded)
         #expect(result.stderr.lowercased().contains("tls") || result.stderr.contains("oldstyle"), "\(result)")
+    }
+
+    @Test("a server that stalls after STARTTLS is given up on at the handshake timeout, not thousands of timeouts later",
+          .enabled(if: Peers.available("nbdkit")), .timeLimit(.minutes(1)))
+    func stalledAfterStartTLS() throws {
+        let creds = try TLSCredentials()
+        // delay-open holds the reply to NBD_OPT_GO for 40 s, inside the TLS session.
+        let port = FreePort.next()
+        let server = try startTLSPeer(["nbdkit", "-f", "-i", "127.0.0.1", "-p", "\(port)", "--tls=require",
+                                       "--tls-certificates=\(try creds.serverDirectory())", "--filter=delay",
+                                       "memory", "1M", "delay-open=40"], port: port)
+        defer { server.stop() }
+        let uri = try NBDURI("nbds://localhost:\(port)/?tls-certificates=\(try creds.clientDirectory())")
+        let started = Date()
+        do {
+            let connection = try NBDConnection.connect(uri) { $0.handshakeTimeout = 2 }
+            connection.close()
+            Issue.record("the handshake with a stalled server succeeded")
+        } catch let error as NBDClientError {
+            #expect(error.description.contains("in time"), "\(error)")
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed < 15, "gave up after \(elapsed) s")
     }
 }

@@ -10,6 +10,12 @@ struct TLSServerInteropTests {
         QEMUTLS.nbdImageOpts(port: serve.port, export: "disk", host: host)
     }
 
+    /// `qemu-img info` of the export with QEMU's x509 client credentials from `clientDirectory`.
+    private func qemuImgInfo(_ serve: TLSServe, clientDirectory: String) throws -> RunResult {
+        try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: clientDirectory, endpoint: "client"),
+                 "--image-opts", imageOpts(serve)])
+    }
+
     private func fileBytes(_ path: String, _ range: Range<Int>) throws -> [UInt8] {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         return Array(data[range])
@@ -121,8 +127,7 @@ struct TLSServerInteropTests {
         let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
         defer { serve.stop() }
-        let result = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try other.clientDirectory(withClientCertificate: false), endpoint: "client"),
-                              "--image-opts", imageOpts(serve)])
+        let result = try qemuImgInfo(serve, clientDirectory: try other.clientDirectory(withClientCertificate: false))
         #expect(!result.succeeded, "\(result)")
         #expect(result.stderr.contains("known issuer"), "\(result)")
         // QEMU checks the chain after the handshake and just closes; GnuTLS clients (ours)
@@ -140,8 +145,7 @@ struct TLSServerInteropTests {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
         defer { serve.stop() }
-        let result = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try creds.clientDirectory(withClientCertificate: false), endpoint: "client"),
-                              "--image-opts", imageOpts(serve)])
+        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false))
         #expect(!result.succeeded, "\(result)")
         serve.stop()
         #expect(serve.log.contains("presented no certificate"), "\(serve.log)")
@@ -153,8 +157,7 @@ struct TLSServerInteropTests {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
         defer { serve.stop() }
-        let result = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try creds.clientDirectory(withClientCertificate: false), endpoint: "client"),
-                              "--image-opts", imageOpts(serve)])
+        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false))
         #expect(result.succeeded, "\(result)\n\(serve.log)")
     }
 
@@ -209,8 +212,7 @@ struct TLSServerInteropTests {
             let creds = try TLSCredentials(label: "dates", extra: [flag])
             let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
             defer { serve.stop() }
-            let qemu = try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: try creds.clientDirectory(), endpoint: "client"),
-                                "--image-opts", imageOpts(serve)])
+            let qemu = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory())
             #expect(!qemu.succeeded, "\(flag): \(qemu)")
             let ours = try run([Peers.swiftnbd, "info", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(try creds.clientDirectory(name: "ours"))"])
             #expect(!ours.succeeded)

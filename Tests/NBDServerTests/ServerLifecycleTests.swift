@@ -98,7 +98,7 @@ struct ServerLifecycleTests {
     @Test("graceful shutdown answers the writes it read, and every acknowledged write is on disk")
     func shutdownKeepsAcknowledgedWrites() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("shutdown-\(UUID().uuidString.prefix(6)).img").path
-        FileManager.default.createFile(atPath: path, contents: Data(count: 4 << 20))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: 4 << 20))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let device = try RawFileDevice(path: path, readOnly: false)
         let server = try startServer(exports: [ExportConfiguration(name: "disk", device: device)])

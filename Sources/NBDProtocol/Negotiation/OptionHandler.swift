@@ -65,6 +65,20 @@ struct OptionHandler {
 
     // MARK: Helpers
 
+    /// An option refused while decoding its payload.
+    private struct Refusal: Error { let outcome: Outcome }
+
+    /// Decodes an option's payload, or gives the NBD_REP_ERR_INVALID reply saying why not.
+    private func decode<Payload>(_ option: NBDOption, _ body: () throws -> Payload) -> Result<Payload, Refusal> {
+        do {
+            return .success(try body())
+        } catch let error as NBDProtocolError {
+            return .failure(Refusal(outcome: reply(error: .errInvalid, option, "malformed \(option) data: \(error.message)")))
+        } catch {
+            return .failure(Refusal(outcome: reply(error: .errInvalid, option, "malformed \(option) data")))
+        }
+    }
+
     private func reply(error type: NBDReplyType, _ option: NBDOption, _ message: String) -> Outcome {
         Outcome(actions: [.send(OptionReply.error(type, for: option, message: message).bytes)], next: .nextOption)
     }
@@ -165,12 +179,9 @@ struct OptionHandler {
     /// NAME and DESCRIPTION when asked; GO then enters transmission.
     private mutating func infoOrGo(_ option: NBDOption, _ payload: [UInt8]) -> Outcome {
         let request: InfoRequestPayload
-        do {
-            request = try InfoRequestPayload(decoding: payload)
-        } catch let error as NBDProtocolError {
-            return reply(error: .errInvalid, option, "malformed \(option) data: \(error.message)")
-        } catch {
-            return reply(error: .errInvalid, option, "malformed \(option) data")
+        switch decode(option, { try InfoRequestPayload(decoding: payload) }) {
+        case .failure(let refusal): return refusal.outcome
+        case .success(let decoded): request = decoded
         }
         let export: ExportDescriptor
         switch lookUp(request.exportName) {
@@ -230,12 +241,9 @@ struct OptionHandler {
             return reply(error: .errInvalid, option, "negotiate structured replies or extended headers first")
         }
         let request: MetaContextRequestPayload
-        do {
-            request = try MetaContextRequestPayload(decoding: payload)
-        } catch let error as NBDProtocolError {
-            return reply(error: .errInvalid, option, "malformed \(option) data: \(error.message)")
-        } catch {
-            return reply(error: .errInvalid, option, "malformed \(option) data")
+        switch decode(option, { try MetaContextRequestPayload(decoding: payload) }) {
+        case .failure(let refusal): return refusal.outcome
+        case .success(let decoded): request = decoded
         }
         let export: ExportDescriptor
         switch lookUp(request.exportName) {
