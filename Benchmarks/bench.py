@@ -10,6 +10,7 @@ Sections (--sections): plain (fio + nbdcopy, Unix and TCP), tls (x509 and PSK), 
 (swiftnbd copy vs nbdcopy vs qemu-img convert), qcow2 (swiftnbd vs qemu-nbd on qcow2).
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -283,17 +284,26 @@ def fmt(x, digits=0):
 
 
 # ---------------------------------------------------------------- sections
-def bench_servers(args, table, section, image, fmt_name, transports, tls_modes, jobs, servers, pki, psk):
+def bench_servers(args, table, section, image, fmt_name, transports, tls_modes, jobs, servers, pki, psk,
+                  fresh_image=None):
+    """`fresh_image`, when given, recreates `image` before every workload (each then gets a
+    server of its own): an "empty" image must still be empty when the allocating writes run,
+    whatever ran before them."""
     for tls in tls_modes:
         for transport in transports:
-            results = {s: {} for s in servers}
             workloads = list(jobs) + (["nbdcopy → null:"] if section != "qcow2" else [])
             per = {w: {s: dict(value=[], cpu_per_gib=[], rss=[]) for s in servers} for w in workloads}
+            groups = [[w] for w in workloads] if fresh_image else [workloads]
             for rnd in range(args.rounds):
-                for kind in servers:
+                # Rotate who goes first each round, so warm-up and drift fall on all alike.
+                for kind, group in itertools.product(servers[rnd % len(servers):] + servers[:rnd % len(servers)], groups):
+                    if fresh_image:
+                        fresh_image()
+                    # Write back what earlier runs left dirty, so no server pays for another's writes.
+                    os.sync()
                     srv = Server(kind, image, args.workdir, transport, tls, pki, psk, fmt_name, args.swiftnbd)
                     try:
-                        for w in workloads:
+                        for w in group:
                             cpu0 = srv.cpu()
                             if w == "nbdcopy → null:":
                                 secs = run_nbdcopy(srv.uri(user="bench", pki=pki, psk=psk), "null:")
@@ -307,7 +317,7 @@ def bench_servers(args, table, section, image, fmt_name, transports, tls_modes, 
                             cpu = srv.cpu() - cpu0
                             per[w][kind]["value"].append(value)
                             per[w][kind]["cpu_per_gib"].append(cpu / (moved / GiB) if moved else float("nan"))
-                        per[workloads[0]][kind]["rss"].append(srv.rss())
+                        per[group[0]][kind]["rss"].append(srv.rss())
                     except Exception as e:  # report, keep measuring the others
                         print(f"# {kind} {transport} {tls}: {e}", file=sys.stderr)
                     finally:
@@ -359,10 +369,12 @@ def bench_copy(args, table, pki, psk):
                 uri = f"nbd+unix:///?socket={sock}"
                 out = os.path.join(args.workdir, "copy-out.raw")
                 try:
-                    for tool in tools:
+                    # Rotate who goes first: the first copy after nbdkit starts pays its warm-up.
+                    for tool in tools[rnd % len(tools):] + tools[:rnd % len(tools)]:
                         if os.path.exists(out):
                             os.unlink(out)
                         target = "null:" if dest == "null:" else out
+                        os.sync()
                         if tool == "swiftnbd":
                             cmd = [args.swiftnbd, "copy", uri, target]
                         elif tool == "nbdcopy":
@@ -425,12 +437,15 @@ def main():
     if "qcow2" in sections:
         for label, prealloc in [("allocated", "full"), ("empty", "off")]:
             q = os.path.join(args.workdir, f"bench-{label}.qcow2")
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"cluster_size=64k,preallocation={prealloc}",
-                            q, args.size], check=True)
-            if prealloc == "full":
-                subprocess.run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "qcow2", image, q], check=True)
+
+            def create(q=q, prealloc=prealloc):
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"cluster_size=64k,preallocation={prealloc}",
+                                q, args.size], check=True)
+                if prealloc == "full":
+                    subprocess.run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "qcow2", image, q], check=True)
+            create()
             bench_servers(args, table, f"qcow2 {label}", q, "qcow2", ["unix"], ["off"], plain_jobs,
-                          ["swiftnbd", "qemu-nbd"], pki, psk)
+                          ["swiftnbd", "qemu-nbd"], pki, psk, fresh_image=create if prealloc == "off" else None)
 
     table.print()
     shutil.rmtree(args.workdir, ignore_errors=True)

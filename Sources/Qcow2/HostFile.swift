@@ -156,6 +156,12 @@ final class HostFile: @unchecked Sendable {
         _ = LinuxFileAPI.fallocate(fd, mode: LinuxFileAPI.fallocPunchHole | LinuxFileAPI.fallocKeepSize, offset: offset, length: length)
     }
 
+    /// Makes `offset..<offset+length` read as zeroes without writing them (growing the file
+    /// if needed). False where the file system cannot.
+    func zeroRange(at offset: UInt64, length: UInt64) -> Bool {
+        LinuxFileAPI.fallocate(fd, mode: LinuxFileAPI.fallocZeroRange, offset: offset, length: length) == 0
+    }
+
     func truncate(to length: UInt64) throws {
         guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }
     }

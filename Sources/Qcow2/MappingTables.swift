@@ -3,9 +3,12 @@ import Foundation
 
 /// The active L1 table (held in memory) and a bounded cache of L2 tables, behind one short lock.
 ///
-/// Updates are write-through: the on-disk entry is written before the cached copy changes, under
-/// the same lock, so evicting a table never loses anything and a reload always sees the latest
-/// entries (qcow2.md §9 pitfall 6). Ordering against data and refcounts is the caller's job.
+/// L1 updates are write-through. L2 updates are write-back: `setEntryDeferred` changes the
+/// cached entry at once (reads see it) and queues the disk write, which `takePending` +
+/// `writePending` perform later — after the caller's sync has made the data and refcounts the
+/// entries point at durable (qcow2.md §4 ordering). A table with queued entries is pinned in the
+/// cache, so evicting it never loses an entry and a reload always sees the latest (qcow2.md §9
+/// pitfall 6).
 final class MappingTables: @unchecked Sendable {
     static let l1ReservedMask: UInt64 = 0x7F00_0000_0000_01FF
 
@@ -16,6 +19,19 @@ final class MappingTables: @unchecked Sendable {
     private var l1: [UInt64]
     private var tables: [UInt64: CachedTable] = [:]
     private var tick: UInt64 = 0
+    /// L2 entries changed in memory, not yet written, in the order they changed.
+    private var pending: [PendingEntry] = []
+    /// Queued entries per table: such tables are never evicted.
+    private var pinned: [UInt64: Int] = [:]
+
+    /// An L2 entry changed in memory whose disk write is still to come; `old` is what the
+    /// entry held before, so the clusters it no longer references can be freed once it is on disk.
+    struct PendingEntry {
+        var table: UInt64
+        var index: Int
+        var entry: L2Entry
+        var old: L2Entry
+    }
     private let capacity: Int
 
     private struct CachedTable {
@@ -57,19 +73,55 @@ final class MappingTables: @unchecked Sendable {
         try lock.withLock { try loadLocked(tableOffset) }
     }
 
-    /// Writes an L2 entry to disk, then to the cache.
-    func setEntry(table tableOffset: UInt64, index: Int, _ entry: L2Entry) throws {
+    /// Changes an L2 entry in the cache now and queues its disk write. Returns how many
+    /// entries are queued.
+    @discardableResult
+    func setEntryDeferred(table tableOffset: UInt64, index: Int, _ entry: L2Entry) throws -> Int {
         try lock.withLock {
             _ = try loadLocked(tableOffset)
-            var bytes = [UInt8].be64(entry.word)
-            if geometry.extendedL2 { bytes += [UInt8].be64(entry.bitmap) }
-            try file.write(bytes, at: tableOffset + UInt64(index) * geometry.l2EntryBytes)
+            let old: L2Entry
             if geometry.extendedL2 {
+                old = L2Entry(word: tables[tableOffset]!.words[2 * index], bitmap: tables[tableOffset]!.words[2 * index + 1])
                 tables[tableOffset]!.words[2 * index] = entry.word
                 tables[tableOffset]!.words[2 * index + 1] = entry.bitmap
             } else {
+                old = L2Entry(word: tables[tableOffset]!.words[index])
                 tables[tableOffset]!.words[index] = entry.word
             }
+            pending.append(PendingEntry(table: tableOffset, index: index, entry: entry, old: old))
+            pinned[tableOffset, default: 0] += 1
+            return pending.count
+        }
+    }
+
+    /// Hands over the queued entries (their tables stay pinned until `writePending`).
+    func takePending() -> [PendingEntry] {
+        lock.withLock {
+            defer { pending = [] }
+            return pending
+        }
+    }
+
+    /// Puts back a batch that could not be committed, ahead of anything queued since.
+    func requeue(_ batch: [PendingEntry]) {
+        lock.withLock { pending = batch + pending }
+    }
+
+    /// Writes entries taken with `takePending`, in order, and unpins their tables.
+    func writePending(_ batch: [PendingEntry]) throws {
+        defer {
+            lock.withLock {
+                for e in batch {
+                    pinned[e.table]! -= 1
+                    if pinned[e.table] == 0 { pinned[e.table] = nil }
+                }
+                evictLocked()
+            }
+        }
+        for e in batch {
+            var bytes = [UInt8].be64(e.entry.word)
+            if geometry.extendedL2 { bytes += [UInt8].be64(e.entry.bitmap) }
+            try file.write(bytes, at: e.table + UInt64(e.index) * geometry.l2EntryBytes)
         }
     }
 
@@ -108,7 +160,8 @@ final class MappingTables: @unchecked Sendable {
 
     private func evictLocked() {
         while tables.count > capacity {
-            guard let oldest = tables.min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
+            let evictable = tables.filter { pinned[$0.key] == nil }
+            guard let oldest = evictable.min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
             tables.removeValue(forKey: oldest)
         }
     }

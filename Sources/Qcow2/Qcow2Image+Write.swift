@@ -1,12 +1,11 @@
 import BlockDevices
 
 extension Qcow2Image {
-    /// An L2 entry change waiting for the sync that makes its new data durable.
+    /// An L2 entry change, applied in memory at once and on disk by `commitMappings`.
     struct L2Update {
         var table: UInt64
         var index: Int
         var entry: L2Entry
-        var old: L2Entry
     }
 
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws {
@@ -44,6 +43,11 @@ extension Qcow2Image {
             let entry = try tables.entry(table: table, index: index)
             if isWritableInPlace(entry) {
                 try file.write(piece, at: entry.hostOffset + inCluster)
+            } else if n < g.clusterSize, readsAsZero(entry), let host = try allocateZeroedCluster() {
+                // The rest of the new cluster must read as zero: the file system zeroes it
+                // (no 64 KiB of zeroes written for a 4 KiB write), then only the new bytes land.
+                try file.write(piece, at: host + inCluster)
+                updates.append(L2Update(table: table, index: index, entry: L2Entry(word: host | L2Entry.copiedFlag)))
             } else {
                 // Copy-on-write: the new cluster gets what the guest sees now, overlaid with the
                 // new bytes, and is written whole before anything points at it.
@@ -60,15 +64,35 @@ extension Qcow2Image {
                 try file.write(buffer, at: host)
                 var newEntry = L2Entry(word: host | L2Entry.copiedFlag)
                 if g.extendedL2 { newEntry.bitmap = L2Entry.allSubclustersAllocated }
-                updates.append(L2Update(table: table, index: index, entry: newEntry, old: entry))
+                updates.append(L2Update(table: table, index: index, entry: newEntry))
             }
             cursor += n
         }
-        if !updates.isEmpty {
-            // Data (and the refcount increments of its clusters) durable before L2 points at it.
-            try file.sync()
-            try apply(updates)
+        // The L2 entries reach the disk only after a sync has made this data (and the refcount
+        // increments of its clusters) durable: see commitMappings().
+        try apply(updates)
+    }
+
+    /// Whether the whole cluster reads as zero without looking at any data: a zero cluster, or
+    /// an unallocated one with no backing file below it. (Extended L2 entries are left to the
+    /// general path: their subclusters can mix.)
+    func readsAsZero(_ e: L2Entry) -> Bool {
+        guard !geometry.extendedL2, !e.isCompressed else { return false }
+        if e.word & L2Entry.zeroFlag != 0 { return true }
+        return e.word == 0 && backing == nil
+    }
+
+    /// A new cluster whose bytes the file system has zeroed (`FALLOC_FL_ZERO_RANGE`), or nil,
+    /// with nothing allocated, where that is not supported (the caller writes zeroes itself).
+    func allocateZeroedCluster() throws -> UInt64? {
+        guard allocationLock.withLock({ zeroRangeWorks }) else { return nil }
+        let host = try allocateCluster()
+        if file.zeroRange(at: host, length: geometry.clusterSize) { return host }
+        try allocationLock.withLock {
+            zeroRangeWorks = false
+            try refcountStore?.decrement(host >> geometry.clusterBits)
         }
+        return nil
     }
 
     /// An entry whose host cluster belongs to this L2 slot alone and holds all of its data.
@@ -77,21 +101,43 @@ extension Qcow2Image {
         return !geometry.extendedL2 || e.bitmap == L2Entry.allSubclustersAllocated
     }
 
-    /// Writes L2 entries, then queues the clusters they no longer reference for release.
+    /// Changes L2 entries in memory and queues their disk writes (`commitMappings`). A client
+    /// that never flushes still gets its metadata written once enough has queued up.
     func apply(_ updates: [L2Update]) throws {
-        var released: [UInt64] = []
-        for u in updates {
-            try tables.setEntry(table: u.table, index: u.index, u.entry)
-            released += hostClusters(of: u.old, replacedBy: u.entry)
-        }
-        guard !released.isEmpty else { return }
-        let backlog = allocationLock.withLock { pendingFrees += released; return pendingFrees.count }
-        // A client that never flushes must not keep freed clusters out of reach for ever.
+        var queued = 0
+        for u in updates { queued = try tables.setEntryDeferred(table: u.table, index: u.index, u.entry) }
+        if queued >= Self.maxPendingEntries { try commitMappings() }
+        let backlog = allocationLock.withLock { pendingFrees.count }
+        // Freed clusters must not stay out of reach for ever either.
         if backlog >= Self.maxPendingFrees { try syncAndReleasePending() }
     }
 
+    /// Queued L2 entries before a writer commits them itself.
+    static let maxPendingEntries = 8192
     /// Freed clusters held back before a sync is forced to release them.
     static let maxPendingFrees = 4096
+
+    /// Writes the queued L2 entries: first a sync, so everything they point at (data, and the
+    /// refcounts of new clusters) is durable before any entry on disk references it; then the
+    /// entries in the order they changed. The clusters they stopped referencing are freed by the
+    /// next `syncAndReleasePending`, once the entries themselves are durable. Commits run one
+    /// at a time, so an older entry can never overwrite a newer one on disk.
+    func commitMappings() throws {
+        try commitLock.withLock {
+            let batch = tables.takePending()
+            guard !batch.isEmpty else { return }
+            do {
+                try file.sync()
+            } catch {
+                tables.requeue(batch)  // still in memory; written by a later commit
+                throw error
+            }
+            try tables.writePending(batch)
+            var released: [UInt64] = []
+            for e in batch { released += hostClusters(of: e.old, replacedBy: e.entry) }
+            if !released.isEmpty { allocationLock.withLock { pendingFrees += released } }
+        }
+    }
 
     /// Host clusters an entry references that the replacing entry does not keep.
     func hostClusters(of old: L2Entry, replacedBy new: L2Entry) -> [UInt64] {
@@ -135,8 +181,10 @@ extension Qcow2Image {
         }
     }
 
-    /// Syncs the file, then applies the refcount decrements queued before the sync started.
+    /// Commits the queued L2 entries, syncs the file, then applies the refcount decrements
+    /// queued before the sync started.
     func syncAndReleasePending() throws {
+        try commitMappings()
         let frees = allocationLock.withLock { () -> [UInt64] in defer { pendingFrees = [] }; return pendingFrees }
         do {
             try file.sync()

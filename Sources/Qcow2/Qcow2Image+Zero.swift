@@ -97,7 +97,6 @@ extension Qcow2Image {
         if new == old { return nil }
         if current.table == 0 && !geometry.hasZeroFlag { return nil }  // v2, no table: already zero
         let table = try writableL2Table(for: guest)
-        let fresh = try tables.entry(table: table, index: geometry.l2Index(guest))
-        return L2Update(table: table, index: geometry.l2Index(guest), entry: new, old: fresh)
+        return L2Update(table: table, index: geometry.l2Index(guest), entry: new)
     }
 }

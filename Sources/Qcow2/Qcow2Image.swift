@@ -31,10 +31,14 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
 
     let inFlight = InFlightClusters()
     let allocationLock = NSLock()
+    /// Serialises `commitMappings` (lock order: commitLock → allocationLock → tables).
+    let commitLock = NSLock()
     /// Created on first allocation (only for writable images); guarded by `allocationLock`.
     var refcountStore: RefcountStore?
     /// Host clusters to decrement once a sync has made the L2 change that dropped them durable.
     var pendingFrees: [UInt64] = []
+    /// False once `FALLOC_FL_ZERO_RANGE` failed on this file; guarded by `allocationLock`.
+    var zeroRangeWorks = true
     private let stateLock = NSLock()
     private var closed = false
 

@@ -122,6 +122,47 @@ struct MigrationCommandInteropTests {
         #expect(resumed.maxCounter > sourceTags.maxCounter, "destination guest did not continue: \(resumed)\n\(setup.context)")
     }
 
+    @Test("two disks move in one run: the writing raw boot disk and a qcow2 data disk, each through its own TLS export",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func twoDisks() throws {
+        let pki = try MigrationPKI.shared.get()
+        let dir = TempDir("migrate-two-disks")
+        let src = dir.file("src.raw"), dst = dir.file("dst.raw")
+        let srcData = dir.file("src-data.qcow2"), dstData = dir.file("dst-data.qcow2")
+        try MigrationDisks.makeSource(src)
+        try MigrationDisks.makeJunkDestination(dst)
+        for command in [["qemu-img", "create", "-q", "-f", "qcow2", srcData, "32M"],
+                        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 0 4M", "-c", "write -P 0xc3 20M 1M", srcData],
+                        ["qemu-img", "create", "-q", "-f", "qcow2", dstData, "32M"]] {
+            let result = try run(command)
+            try #require(result.succeeded, "\(result)")
+        }
+        let destination = try MigrationVM(name: "dst", in: dir, disk: dst, dataDisk: (dstData, "qcow2"),
+                                          tls: (pki.trusted, "server"), incoming: true)
+        defer { destination.shutdown() }
+        let source = try MigrationVM(name: "src", in: dir, disk: src, dataDisk: (srcData, "qcow2"),
+                                     tls: (pki.trusted, "client"), incoming: false)
+        defer { source.shutdown() }
+        try source.waitForGuest()
+
+        let result = try withUnblockedSignals {
+            try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", destination.commandQMPPath,
+                     "--disk", "vda-format=\(dst)", "--disk", "vdb-format=\(dstData),format=qcow2",
+                     "--tls-certificates", pki.trusted, "--no-resume", "--json", "--timeout", "60"], timeout: 120)
+        }
+        try #require(result.succeeded, "\(result)\nsource:\n\(source.process.log)\ndestination:\n\(destination.process.log)")
+        let report = try QMPValue.parse(Array(result.stdout.utf8))
+        #expect(report["status"] == "completed")
+        #expect((report["mirror-bytes"]?.intValue ?? 0) >= Int64(MigrationDisks.size + (32 << 20)), "\(report)")
+
+        let boot = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", src, dst])
+        #expect(boot.succeeded && boot.stdout.contains("Images are identical."), "\(boot)")
+        let data = try run(["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", srcData, dstData])
+        #expect(data.succeeded && data.stdout.contains("Images are identical."), "\(data)")
+        let check = try run(["qemu-img", "check", "-U", dstData])
+        #expect(check.succeeded, "\(check)")
+    }
+
     @Test("migrate resumes the destination itself and prints a text report by default",
           .enabled(if: tools), .timeLimit(.minutes(2)))
     func resumesDestination() throws {

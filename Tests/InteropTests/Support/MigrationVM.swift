@@ -29,9 +29,11 @@ final class MigrationVM: @unchecked Sendable {
     /// - Parameters:
     ///   - disk: an image opened as node `vda-storage`/`vda-format`; nil for a disk-less VM.
     ///   - diskFormat: the format driver of `vda-format` (raw or qcow2).
+    ///   - dataDisk: a second disk the guest does not touch, as node `vdb-format`.
     ///   - tls: the x509 directory and this VM's endpoint for object `tls0`, or nil.
     ///   - incoming: start paused with `-S -incoming defer` (the destination).
-    init(name: String, in dir: TempDir, disk: String?, diskFormat: String = "raw", tls: (dir: String, endpoint: String)?,
+    init(name: String, in dir: TempDir, disk: String?, diskFormat: String = "raw",
+         dataDisk: (path: String, format: String)? = nil, tls: (dir: String, endpoint: String)?,
          incoming: Bool, paused: Bool = false, machine: String = "pc") throws {
         self.name = name
         qmpPath = dir.file("\(name).qmp")
@@ -53,6 +55,13 @@ final class MigrationVM: @unchecked Sendable {
                 "-device", "virtio-blk-pci,drive=vda-format,id=vda,bootindex=1",
                 "-chardev", "file,id=dbg,path=\(debugconPath)",
                 "-device", "isa-debugcon,iobase=0x402,chardev=dbg",
+            ]
+        }
+        if let dataDisk {
+            args += [
+                "-blockdev", "driver=file,filename=\(dataDisk.path),node-name=vdb-storage,cache.direct=off",
+                "-blockdev", "driver=\(dataDisk.format),file=vdb-storage,node-name=vdb-format",
+                "-device", "virtio-blk-pci,drive=vdb-format,id=vdb",
             ]
         }
         if incoming { args += ["-S", "-incoming", "defer"] } else if paused { args += ["-S"] }
