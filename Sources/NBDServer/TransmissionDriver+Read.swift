@@ -51,11 +51,20 @@ extension TransmissionDriver {
         if let header = try plainReadHeader(request, buffer: buffer) {
             header.withUnsafeBytes { sender.send([$0, UnsafeRawBufferPointer(buffer)]) }
         } else {
-            let offset = request.offset
-            let extents = try allocationExtents(offset: offset, length: request.length)
-            let chunks = ReadReplyPlanner.plan(offset: offset, length: request.length, extents: extents, dontFragment: false)
-            try sendChunks(chunks, for: request, buffer: buffer)
+            try sendChunks(try plannedChunks(request), for: request, buffer: buffer)
         }
+    }
+
+    /// The chunks of a READ (without DF) planned from the device's extents.
+    func plannedChunks(_ request: NBDRequest) throws -> [ReadChunk] {
+        let extents = try allocationExtents(offset: request.offset, length: request.length)
+        return ReadReplyPlanner.plan(offset: request.offset, length: request.length, extents: extents, dontFragment: false)
+    }
+
+    /// The reply to a READ that is one hole from end to end: a single OFFSET_HOLE chunk.
+    func wholeHoleReply(_ request: NBDRequest, chunks: [ReadChunk]) throws -> [UInt8]? {
+        guard chunks.count == 1, case .hole = chunks[0] else { return nil }
+        return try sender.builder.bytes(for: chunks[0], cookie: request.cookie, requestOffset: request.offset, done: true)
     }
 
     /// The header of a one-piece reply carrying all of `buffer`, or nil when some of the data
@@ -74,7 +83,7 @@ extension TransmissionDriver {
 
     /// Sends planned chunks whose data ranges are filled in `buffer` (indexed from the
     /// request's offset): header, data, header, data… in one send.
-    private func sendChunks(_ chunks: [ReadChunk], for request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws {
+    func sendChunks(_ chunks: [ReadChunk], for request: NBDRequest, buffer: UnsafeMutableRawBufferPointer) throws {
         let builder = sender.builder
         let offset = request.offset
         var headerBytes: [UInt8] = []

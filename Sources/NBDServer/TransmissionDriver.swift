@@ -157,20 +157,24 @@ final class TransmissionDriver: @unchecked Sendable {
                 }
                 if let header = try plainReadHeader(request, buffer: buffer) {
                     batch.append(header: header, data: UnsafeRawBufferPointer(buffer))
+                    break
+                }
+                // Zeroes that may be holes: described chunk by chunk. A read of nothing but
+                // a hole is one small chunk, gathered with the other replies; mixed ones are
+                // sent on their own.
+                let chunks = try plannedChunks(request)
+                if let hole = try wholeHoleReply(request, chunks: chunks) {
+                    batch.release(buffer)
+                    appendOrSend(hole, to: batch)
                 } else {
-                    // Zeroes that may be holes: described chunk by chunk, sent on their own.
                     batch.flush(to: sender)
-                    try sendFilledRead(request, buffer: buffer)
+                    try sendChunks(chunks, for: request, buffer: buffer)
                 }
             case .write:
                 guard let payload, !request.flags.contains(.fua),
                       try device.writeIfImmediate(UnsafeRawBufferPointer(payload.bytes), at: request.offset)
                 else { return false }
-                let reply = sender.builder.success(cookie: request.cookie, requestOffset: request.offset)
-                if !batch.append(reply: reply) {
-                    batch.flush(to: sender)
-                    if !batch.append(reply: reply) { sender.send(reply) }
-                }
+                appendOrSend(sender.builder.success(cookie: request.cookie, requestOffset: request.offset), to: batch)
             default:
                 return false
             }
@@ -178,6 +182,13 @@ final class TransmissionDriver: @unchecked Sendable {
             sendFailure(error, for: request)
         }
         return true
+    }
+
+    /// Gathers a small reply in the batch (flushing it first when full).
+    private func appendOrSend(_ reply: [UInt8], to batch: ReplyBatch) {
+        if batch.append(reply: reply) { return }
+        batch.flush(to: sender)
+        if !batch.append(reply: reply) { sender.send(reply) }
     }
 
     // MARK: Execution (worker threads)

@@ -6,6 +6,26 @@ extension Qcow2Image {
         try readGuest(into: buffer, at: offset)
     }
 
+    /// Answers, without any data I/O, reads of ranges that read as zero by their mapping alone
+    /// (zero clusters; unallocated clusters with no backing file): the server's reader thread
+    /// then replies at once instead of waking a worker. Anything else returns false.
+    public func readIfImmediate(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Bool {
+        try checkRange(offset, UInt64(buffer.count))
+        var cursor = offset
+        let end = offset + UInt64(buffer.count)
+        while cursor < end {
+            let run = try lookup(cursor)
+            switch run.mapping {
+            case .zero: break
+            case .unallocated where backing == nil: break
+            default: return false
+            }
+            cursor += min(run.length, end - cursor)
+        }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        return true
+    }
+
     public func cache(offset: UInt64, length: UInt64) throws {
         try checkRange(offset, length)
     }
