@@ -87,6 +87,9 @@ extension Qcow2Image {
     func allocateZeroedCluster() throws -> UInt64? {
         guard allocationLock.withLock({ zeroRangeWorks }) else { return nil }
         let host = try allocateCluster()
+        // Past the end of the file every byte already reads as zero (no other allocation can
+        // write into this cluster, and a write elsewhere only extends the file with zeroes).
+        if host >= (try file.length()) { return host }
         if file.zeroRange(at: host, length: geometry.clusterSize) { return host }
         try allocationLock.withLock {
             zeroRangeWorks = false
