@@ -160,8 +160,9 @@ final class MappingTables: @unchecked Sendable {
 
     private func evictLocked() {
         while tables.count > capacity {
-            let evictable = tables.filter { pinned[$0.key] == nil }
-            guard let oldest = evictable.min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
+            // Lazily: no copy of the table dictionary on every load.
+            guard let oldest = tables.lazy.filter({ self.pinned[$0.key] == nil })
+                .min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
             tables.removeValue(forKey: oldest)
         }
     }

@@ -42,9 +42,11 @@ struct CopyEndpoint {
                 try? remote.close()
                 throw CopyFailure("destination \(spec) is read-only")
             }
-            if remote.size < size {
+            do {
+                try requireRoom(remote, spec, size)
+            } catch {
                 try? remote.close()
-                throw CopyFailure("destination \(spec) has \(remote.size) bytes, less than the source's \(size)")
+                throw error
             }
             return CopyEndpoint(device: remote, label: spec, knownZero: false, connections: remote.connections.count)
         }
@@ -52,9 +54,7 @@ struct CopyEndpoint {
         case .existingQcow2:
             // An existing qcow2 image is written in place (guest contents), never recreated.
             let image = try LocalImage.open(spec, writable: true)
-            if image.size < size {
-                throw CopyFailure("destination \(spec) has \(image.size) bytes, less than the source's \(size)")
-            }
+            try requireRoom(image, spec, size)
             return CopyEndpoint(device: image, label: spec, knownZero: false, connections: 1)
         case .newQcow2:
             try LocalImage.refuseIfInUse(spec)
@@ -64,11 +64,16 @@ struct CopyEndpoint {
         case .raw:
             let created = try LocalImage.prepareDestinationFile(spec, size: size)
             let device = try RawFileDevice(path: spec, readOnly: false)
-            if device.size < size {
-                throw CopyFailure("destination \(spec) has \(device.size) bytes, less than the source's \(size)")
-            }
+            try requireRoom(device, spec, size)
             return CopyEndpoint(device: device, label: spec, knownZero: created, connections: 1,
                                 localRawPath: created ? spec : nil)
+        }
+    }
+
+    /// A destination must hold the whole source.
+    private static func requireRoom(_ device: any BlockDevice, _ spec: String, _ size: UInt64) throws {
+        guard device.size >= size else {
+            throw CopyFailure("destination \(spec) has \(device.size) bytes, less than the source's \(size)")
         }
     }
 }
@@ -84,7 +89,7 @@ enum CopyOutputFormat: String, CaseIterable, ExpressibleByArgument {
 
 /// Local images: raw files and block devices, or qcow2 (detected by its magic).
 enum LocalImage {
-    enum DestinationFormat: Equatable { case raw, existingQcow2, newQcow2 }
+    enum DestinationFormat { case raw, existingQcow2, newQcow2 }
 
     /// Opens a local source or an existing destination: qcow2 by its magic (guest contents,
     /// backing files included), anything else raw. Copy's inputs are the user's own files,
@@ -100,8 +105,7 @@ enum LocalImage {
             return .raw
         case .qcow2:
             if isQcow2 { return .existingQcow2 }
-            var info = stat()
-            if stat(path, &info) == 0 && (info.st_mode & S_IFMT) != S_IFREG {
+            if let type = fileType(path), type != S_IFREG {
                 throw CopyFailure("cannot create a qcow2 image at \(path): not a regular file")
             }
             return .newQcow2
@@ -121,9 +125,12 @@ enum LocalImage {
         ImageLock.release(fd: fd)
     }
 
-    static func isBlockDevice(_ path: String) -> Bool {
+    static func isBlockDevice(_ path: String) -> Bool { fileType(path) == S_IFBLK }
+
+    /// The `S_IFMT` bits of `path`, or nil when it does not exist.
+    static func fileType(_ path: String) -> mode_t? {
         var info = stat()
-        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFBLK
+        return stat(path, &info) == 0 ? info.st_mode & S_IFMT : nil
     }
 
     /// Creates `path` or truncates an existing regular file to `size`. Returns true when the
