@@ -10,9 +10,12 @@ import Qcow2
 /// against the plan's CA (optionally limited to `tlsAuthorizedDNs`).
 public struct InProcessExportLauncher: MigrationExportLauncher {
     public let logger: Logger
+    /// Metadata cache sizes for qcow2 destination images.
+    public let qcow2Cache: Qcow2CacheOptions
 
-    public init(logger: Logger = Logger(label: "swiftnbd.migrate.export")) {
+    public init(logger: Logger = Logger(label: "swiftnbd.migrate.export"), qcow2Cache: Qcow2CacheOptions = .default) {
         self.logger = logger
+        self.qcow2Cache = qcow2Cache
     }
 
     public var name: String { "swiftnbd (in-process)" }
@@ -36,7 +39,7 @@ public struct InProcessExportLauncher: MigrationExportLauncher {
             // we serve it (block-migration.md §6), and they are released on close.
             switch disk.destinationFormat {
             case .raw: device = try RawFileDevice(path: disk.destinationImage, readOnly: false)
-            case .qcow2: device = try Qcow2Image(path: disk.destinationImage, readOnly: false)
+            case .qcow2: device = try Qcow2Image(path: disk.destinationImage, readOnly: false, cache: qcow2Cache)
             }
         } catch {
             throw MigrationError(.exportFailed, "cannot open \(disk.destinationImage): \(error)", phase: .exporting)

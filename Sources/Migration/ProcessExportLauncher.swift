@@ -6,7 +6,8 @@ import Foundation
 public struct ProcessExportLauncher: MigrationExportLauncher {
     public enum Server: Sendable {
         /// `swiftnbd serve` from this executable path.
-        case swiftnbd(executable: String)
+        /// `extraArguments` go to `swiftnbd serve` before the image (e.g. cache sizes).
+        case swiftnbd(executable: String, extraArguments: [String] = [])
         case qemuNBD
     }
 
@@ -26,10 +27,11 @@ public struct ProcessExportLauncher: MigrationExportLauncher {
 
     func arguments(disk: MigrationPlan.Disk, port: Int, plan: MigrationPlan) -> [String] {
         switch server {
-        case let .swiftnbd(executable):
+        case let .swiftnbd(executable, extraArguments):
             return [executable, "serve", "--bind", plan.host, "--port", String(port), "--name", disk.exportName,
                     "--tls", "require", "--tls-certificates", plan.tlsDirectory]
                 + plan.tlsAuthorizedDNs.flatMap { ["--tls-authz", $0] }
+                + extraArguments
                 + ["--format", disk.destinationFormat.rawValue, disk.destinationImage]
         case .qemuNBD:
             return ["qemu-nbd", "--object", "tls-creds-x509,id=tls0,dir=\(plan.tlsDirectory),endpoint=server,verify-peer=on",

@@ -8,7 +8,7 @@ import BlockDevices
 /// protocol names (`nbd:`, `json:` …) are not followed.
 enum BackingChain {
     static func openBacking(of header: Qcow2Header, imagePath: String, depth: Int, maxDepth: Int,
-                            visited: Set<String>) throws -> ChainLayer? {
+                            visited: Set<String>, cache: Qcow2CacheOptions) throws -> ChainLayer? {
         guard let name = header.backingFileName else { return nil }
         if let scheme = protocolScheme(of: name) {
             throw BlockDeviceError(.unsupportedFeature, "qcow2: backing file '\(name)' uses the '\(scheme)' protocol; only local files are supported")
@@ -25,7 +25,7 @@ enum BackingChain {
         do {
             switch format {
             case "qcow2":
-                return try Qcow2Image(path: resolved, writable: false, depth: depth, maxDepth: maxDepth, visited: visited)
+                return try Qcow2Image(path: resolved, writable: false, depth: depth, maxDepth: maxDepth, visited: visited, cache: cache)
             case "raw":
                 return try RawLayer(path: resolved)
             default:

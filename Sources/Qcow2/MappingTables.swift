@@ -1,28 +1,50 @@
 import BlockDevices
 import Foundation
 
-/// The active L1 table (held in memory) and a bounded cache of L2 tables, behind one short lock.
+/// The active L1 table (held in memory) and a bounded cache of L2 table slices, behind one
+/// short lock.
 ///
-/// L1 updates are write-through. L2 updates are write-back: `setEntryDeferred` changes the
-/// cached entry at once (reads see it) and queues the disk write, which `takePending` +
-/// `writePending` perform later — after the caller's sync has made the data and refcounts the
-/// entries point at durable (qcow2.md §4 ordering). A table with queued entries is pinned in the
-/// cache, so evicting it never loses an entry and a reload always sees the latest (qcow2.md §9
-/// pitfall 6).
+/// Write-back with a fixed memory bound: `setEntryDeferred` and `setL1Deferred` change the
+/// entry in memory at once (readers see it) and queue its disk write, which `takePending` +
+/// `writePending` perform later — after the caller's sync has made the data, refcounts and new
+/// tables the entries point at durable (docs/qcow2-driver.md, "ordering").
+///
+/// The cache itself holds clean slices only. A queued L2 entry lives in `unwritten` as well, and
+/// a slice loaded from disk is overlaid with it, so any slice can be evicted at any moment —
+/// under any pressure a load succeeds by evicting the least recently used slice, and nothing
+/// queued is lost or read stale. Loads and evictions are O(1) (`LRUCache`); the queue is
+/// bounded by the image (`Qcow2Image.maxPendingEntries`), not by the cache.
+///
+/// Slices are 4 KiB of a table (the whole table for clusters below 4 KiB), so a random 4 KiB
+/// request costs one 4 KiB metadata read on a miss, not a whole 64 KiB–2 MiB table, and the
+/// configured cache bytes cover that many more distinct guest regions.
 final class MappingTables: @unchecked Sendable {
     static let l1ReservedMask: UInt64 = 0x7F00_0000_0000_01FF
+    /// Bytes of an L2 table cached as one unit (at most; a smaller table is one slice).
+    static let maxSliceBytes: UInt64 = 4096
+    /// Slices kept however small the configured cache (a request touches at most a few).
+    static let minimumSlices = 4
 
     private let lock = NSLock()
     private let file: HostFile
     private let geometry: Qcow2Geometry
     private let l1Offset: UInt64
     private var l1: [UInt64]
-    private var tables: [UInt64: CachedTable] = [:]
-    private var tick: UInt64 = 0
-    /// L2 entries changed in memory, not yet written, in the order they changed.
-    private var pending: [PendingEntry] = []
-    /// Queued entries per table: such tables are never evicted.
-    private var pinned: [UInt64: Int] = [:]
+    let sliceBytes: UInt64
+    private let wordsPerEntry: Int
+    private let entriesPerSlice: Int
+    /// Cached slices by the host offset of their first byte.
+    private var slices: LRUCache<UInt64, [UInt64]>
+    /// The latest queued, not yet written value of each L2 entry, by slice and index in slice.
+    private var unwritten: [UInt64: [Int: Unwritten]] = [:]
+    private var pendingL2: [PendingEntry] = []
+    private var pendingL1: [PendingL1] = []
+    private var sequence: UInt64 = 0
+
+    private struct Unwritten {
+        var sequence: UInt64
+        var entry: L2Entry
+    }
 
     /// An L2 entry changed in memory whose disk write is still to come; `old` is what the
     /// entry held before, so the clusters it no longer references can be freed once it is on disk.
@@ -31,139 +53,232 @@ final class MappingTables: @unchecked Sendable {
         var index: Int
         var entry: L2Entry
         var old: L2Entry
-    }
-    private let capacity: Int
-
-    private struct CachedTable {
-        var words: [UInt64]
-        var lastUse: UInt64
+        fileprivate var sequence: UInt64 = 0
     }
 
-    /// - Parameter cacheBytes: memory budget for cached L2 tables (at least 4 tables are kept).
-    init(file: HostFile, geometry: Qcow2Geometry, l1Offset: UInt64, l1Size: Int, cacheBytes: UInt64 = 32 << 20) throws {
+    /// An L1 entry changed in memory whose disk write is still to come; `replacedTable` is the
+    /// (shared) table it pointed at before, freed once the new entry is durable (0: none).
+    struct PendingL1 {
+        var index: Int
+        var value: UInt64
+        var replacedTable: UInt64
+    }
+
+    /// Queued metadata writes handed to a commit.
+    struct PendingBatch {
+        var l1: [PendingL1] = []
+        var l2: [PendingEntry] = []
+        var isEmpty: Bool { l1.isEmpty && l2.isEmpty }
+    }
+
+    /// - Parameter cacheBytes: memory budget for cached L2 slices (at least `minimumSlices`).
+    init(file: HostFile, geometry: Qcow2Geometry, l1Offset: UInt64, l1Size: Int, cacheBytes: UInt64) throws {
         self.file = file
         self.geometry = geometry
         self.l1Offset = l1Offset
         let bytes = l1Size == 0 ? [] : try file.readExactly(l1Size * 8, at: l1Offset, what: "L1 table")
         l1 = (0..<l1Size).map { bytes.be64(at: $0 * 8) }
-        capacity = max(4, min(4096, Int(cacheBytes / geometry.clusterSize)))
+        sliceBytes = min(geometry.clusterSize, Self.maxSliceBytes)
+        wordsPerEntry = geometry.extendedL2 ? 2 : 1
+        entriesPerSlice = Int(sliceBytes / geometry.l2EntryBytes)
+        let wanted = cacheBytes / sliceBytes
+        slices = LRUCache(capacity: Int(clamping: max(UInt64(Self.minimumSlices), wanted)))
     }
 
     var l1Count: Int { lock.withLock { l1.count } }
 
+    /// Slices the cache holds at most, and how often it was asked / went to disk.
+    var statistics: Qcow2CacheStatistics {
+        lock.withLock {
+            Qcow2CacheStatistics(capacityBytes: UInt64(slices.capacity) * sliceBytes, cachedBytes: UInt64(slices.count) * sliceBytes,
+                                 hits: slices.hits, misses: slices.misses, evictions: slices.evictions)
+        }
+    }
+
     /// L1 entry `index` (0 when outside the table).
     func l1Entry(_ index: Int) throws -> UInt64 {
-        let e = lock.withLock { index < l1.count ? l1[index] : 0 }
+        let e = lock.withLock { index >= 0 && index < l1.count ? l1[index] : 0 }
         guard e & Self.l1ReservedMask == 0 else {
             throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: L1 entry \(index) has reserved bits set")
         }
         return e
     }
 
-    /// L2 entry `index` of the table at `tableOffset`, loading the table if needed.
+    /// L2 entry `index` of the table at `tableOffset`, loading its slice if needed.
     func entry(table tableOffset: UInt64, index: Int) throws -> L2Entry {
         try lock.withLock {
-            let words = try loadLocked(tableOffset)
-            return geometry.extendedL2 ? L2Entry(word: words[2 * index], bitmap: words[2 * index + 1]) : L2Entry(word: words[index])
+            let (key, slot) = try locate(table: tableOffset, index: index)
+            return Self.decode(try sliceLocked(key), slot: slot, wordsPerEntry: wordsPerEntry)
         }
     }
 
-    /// A copy of a whole table (for copy-on-write of a shared table).
+    /// A copy of a whole table with the queued entries applied (for copy-on-write of a table
+    /// shared with a snapshot). Read straight from disk: a 2 MiB table must not flush the cache.
     func words(of tableOffset: UInt64) throws -> [UInt64] {
-        try lock.withLock { try loadLocked(tableOffset) }
+        try lock.withLock {
+            try checkTableOffset(tableOffset)
+            let bytes = try file.readExactly(Int(geometry.clusterSize), at: tableOffset, what: "L2 table")
+            var words = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
+            var sliceStart: UInt64 = 0
+            while sliceStart < geometry.clusterSize {
+                let base = Int(sliceStart / 8)
+                for (slot, queued) in unwritten[tableOffset + sliceStart] ?? [:] {
+                    Self.encode(queued.entry, into: &words, at: base + slot * wordsPerEntry, wordsPerEntry: wordsPerEntry)
+                }
+                sliceStart += sliceBytes
+            }
+            return words
+        }
     }
 
-    /// Changes an L2 entry in the cache now and queues its disk write. Returns how many
-    /// entries are queued.
+    /// Changes an L2 entry in memory now and queues its disk write. Returns how many metadata
+    /// writes are queued.
     @discardableResult
     func setEntryDeferred(table tableOffset: UInt64, index: Int, _ entry: L2Entry) throws -> Int {
         try lock.withLock {
-            _ = try loadLocked(tableOffset)
-            let old: L2Entry
-            if geometry.extendedL2 {
-                old = L2Entry(word: tables[tableOffset]!.words[2 * index], bitmap: tables[tableOffset]!.words[2 * index + 1])
-                tables[tableOffset]!.words[2 * index] = entry.word
-                tables[tableOffset]!.words[2 * index + 1] = entry.bitmap
-            } else {
-                old = L2Entry(word: tables[tableOffset]!.words[index])
-                tables[tableOffset]!.words[index] = entry.word
-            }
-            pending.append(PendingEntry(table: tableOffset, index: index, entry: entry, old: old))
-            pinned[tableOffset, default: 0] += 1
-            return pending.count
+            let (key, slot) = try locate(table: tableOffset, index: index)
+            let old = Self.decode(try sliceLocked(key), slot: slot, wordsPerEntry: wordsPerEntry)
+            let wordIndex = slot * wordsPerEntry, perEntry = wordsPerEntry
+            slices.update(key) { Self.encode(entry, into: &$0, at: wordIndex, wordsPerEntry: perEntry) }
+            sequence &+= 1
+            unwritten[key, default: [:]][slot] = Unwritten(sequence: sequence, entry: entry)
+            pendingL2.append(PendingEntry(table: tableOffset, index: index, entry: entry, old: old, sequence: sequence))
+            return pendingL2.count + pendingL1.count
         }
     }
 
-    /// Hands over the queued entries (their tables stay pinned until `writePending`).
-    func takePending() -> [PendingEntry] {
+    /// Points L1 entry `index` at a new table in memory now and queues the disk write. The
+    /// table must already be written (a commit's sync makes it durable before the entry).
+    @discardableResult
+    func setL1Deferred(_ index: Int, _ value: UInt64, replacing replacedTable: UInt64) throws -> Int {
+        try lock.withLock {
+            guard index >= 0, index < l1.count else {
+                throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: L1 index \(index) outside the table of \(l1.count) entries")
+            }
+            l1[index] = value
+            pendingL1.append(PendingL1(index: index, value: value, replacedTable: replacedTable))
+            return pendingL2.count + pendingL1.count
+        }
+    }
+
+    /// Hands over the queued writes (they stay visible through `unwritten` until written).
+    func takePending() -> PendingBatch {
         lock.withLock {
-            defer { pending = [] }
-            return pending
+            defer { pendingL1 = []; pendingL2 = [] }
+            return PendingBatch(l1: pendingL1, l2: pendingL2)
         }
     }
 
     /// Puts back a batch that could not be committed, ahead of anything queued since.
-    func requeue(_ batch: [PendingEntry]) {
-        lock.withLock { pending = batch + pending }
+    func requeue(_ batch: PendingBatch) {
+        lock.withLock {
+            pendingL1 = batch.l1 + pendingL1
+            pendingL2 = batch.l2 + pendingL2
+        }
     }
 
-    /// Writes entries taken with `takePending`, in order, and unpins their tables.
-    func writePending(_ batch: [PendingEntry]) throws {
-        defer {
-            lock.withLock {
-                for e in batch {
-                    pinned[e.table]! -= 1
-                    if pinned[e.table] == 0 { pinned[e.table] = nil }
-                }
-                evictLocked()
+    /// Writes a batch taken with `takePending`, L1 entries first, L2 entries in the order they
+    /// changed. On an I/O error the part not written is queued again (still visible in memory)
+    /// and the error is rethrown.
+    func writePending(_ batch: PendingBatch) throws {
+        for (i, e) in batch.l1.enumerated() {
+            do {
+                try file.write([UInt8].be64(e.value), at: l1Offset + UInt64(e.index) * 8)
+            } catch {
+                requeue(PendingBatch(l1: Array(batch.l1[i...]), l2: batch.l2))
+                throw error
             }
         }
-        for e in batch {
+        var written = 0
+        defer { forgetWritten(batch.l2[0..<written]) }
+        for e in batch.l2 {
             var bytes = [UInt8].be64(e.entry.word)
             if geometry.extendedL2 { bytes += [UInt8].be64(e.entry.bitmap) }
-            try file.write(bytes, at: e.table + UInt64(e.index) * geometry.l2EntryBytes)
+            do {
+                try file.write(bytes, at: e.table + UInt64(e.index) * geometry.l2EntryBytes)
+            } catch {
+                requeue(PendingBatch(l1: [], l2: Array(batch.l2[written...])))
+                throw error
+            }
+            written += 1
         }
     }
 
-    /// Writes an L1 entry to disk, then to memory.
-    func setL1(_ index: Int, _ value: UInt64) throws {
-        try lock.withLock {
-            try file.write([UInt8].be64(value), at: l1Offset + UInt64(index) * 8)
-            l1[index] = value
-        }
-    }
-
-    /// Puts a table the caller has just written to disk into the cache.
-    func install(table tableOffset: UInt64, words: [UInt64]) {
+    /// Drops the overlay of entries now on disk, unless a newer value was queued meanwhile.
+    private func forgetWritten(_ entries: ArraySlice<PendingEntry>) {
+        guard !entries.isEmpty else { return }
         lock.withLock {
-            tick += 1
-            tables[tableOffset] = CachedTable(words: words, lastUse: tick)
-            evictLocked()
+            for e in entries {
+                let bytesIn = UInt64(e.index) * geometry.l2EntryBytes
+                let key = e.table + bytesIn / sliceBytes * sliceBytes
+                let slot = Int((bytesIn % sliceBytes) / geometry.l2EntryBytes)
+                guard unwritten[key]?[slot]?.sequence == e.sequence else { continue }
+                unwritten[key]?[slot] = nil
+                if unwritten[key]?.isEmpty == true { unwritten[key] = nil }
+            }
         }
     }
 
-    private func loadLocked(_ tableOffset: UInt64) throws -> [UInt64] {
-        tick += 1
-        if tables[tableOffset] != nil {
-            tables[tableOffset]!.lastUse = tick
-            return tables[tableOffset]!.words
+    /// Forgets cached slices of a cluster that is about to become a new L2 table (it may have
+    /// been a table before it was freed).
+    func forgetTable(at tableOffset: UInt64) {
+        lock.withLock {
+            var sliceStart: UInt64 = 0
+            while sliceStart < geometry.clusterSize {
+                slices.remove(tableOffset + sliceStart)
+                sliceStart += sliceBytes
+            }
         }
-        guard tableOffset % geometry.clusterSize == 0, tableOffset != 0 else {
+    }
+
+    // MARK: - slices
+
+    /// The slice key and the entry's index inside the slice.
+    private func locate(table tableOffset: UInt64, index: Int) throws -> (key: UInt64, slot: Int) {
+        try checkTableOffset(tableOffset)
+        guard index >= 0, UInt64(index) < geometry.l2Entries else {
+            throw BlockDeviceError(.badFormat, "qcow2: L2 index \(index) outside a table of \(geometry.l2Entries) entries")
+        }
+        let slice = index / entriesPerSlice
+        return (tableOffset + UInt64(slice) * sliceBytes, index % entriesPerSlice)
+    }
+
+    private func checkTableOffset(_ tableOffset: UInt64) throws {
+        guard tableOffset != 0, tableOffset % geometry.clusterSize == 0, tableOffset <= L2Entry.offsetMask else {
             throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: L2 table offset \(tableOffset) is not cluster aligned")
         }
-        let bytes = try file.readExactly(Int(geometry.clusterSize), at: tableOffset, what: "L2 table")
-        let words = (0..<Int(geometry.clusterSize / 8)).map { bytes.be64(at: $0 * 8) }
-        tables[tableOffset] = CachedTable(words: words, lastUse: tick)
-        evictLocked()
+    }
+
+    /// The slice at `key`, from the cache or from disk overlaid with its queued entries.
+    private func sliceLocked(_ key: UInt64) throws -> [UInt64] {
+        if let cached = slices.value(for: key) { return cached }
+        let bytes = try file.readExactly(Int(sliceBytes), at: key, what: "L2 table")
+        var words = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
+        for (slot, queued) in unwritten[key] ?? [:] {
+            Self.encode(queued.entry, into: &words, at: slot * wordsPerEntry, wordsPerEntry: wordsPerEntry)
+        }
+        slices.insert(key, words)
         return words
     }
 
-    private func evictLocked() {
-        while tables.count > capacity {
-            // Lazily: no copy of the table dictionary on every load.
-            guard let oldest = tables.lazy.filter({ self.pinned[$0.key] == nil })
-                .min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
-            tables.removeValue(forKey: oldest)
-        }
+    private static func decode(_ words: [UInt64], slot: Int, wordsPerEntry: Int) -> L2Entry {
+        let i = slot * wordsPerEntry
+        guard i + wordsPerEntry <= words.count else { return .unallocated }  // unreachable: slot < entriesPerSlice
+        return wordsPerEntry == 2 ? L2Entry(word: words[i], bitmap: words[i + 1]) : L2Entry(word: words[i])
     }
+
+    private static func encode(_ entry: L2Entry, into words: inout [UInt64], at i: Int, wordsPerEntry: Int) {
+        guard i >= 0, i + wordsPerEntry <= words.count else { return }
+        words[i] = entry.word
+        if wordsPerEntry == 2 { words[i + 1] = entry.bitmap }
+    }
+}
+
+/// How a qcow2 metadata cache is doing (for logs and metrics).
+public struct Qcow2CacheStatistics: Sendable, Equatable {
+    public var capacityBytes: UInt64
+    public var cachedBytes: UInt64
+    public var hits: UInt64
+    public var misses: UInt64
+    public var evictions: UInt64
 }

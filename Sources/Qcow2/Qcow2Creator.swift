@@ -87,7 +87,8 @@ public enum Qcow2Creator {
     /// A throw-away writable overlay over `basePath` (like `qemu-nbd --snapshot`): created in
     /// `directory` and unlinked at once, so it disappears with the last open handle.
     public static func temporaryOverlay(over basePath: String, baseFormat: String,
-                                        directory: String = NSTemporaryDirectory()) throws -> Qcow2Image {
+                                        directory: String = NSTemporaryDirectory(),
+                                        cache: Qcow2CacheOptions = .default) throws -> Qcow2Image {
         let absoluteBase = basePath.hasPrefix("/") ? basePath : FileManager.default.currentDirectoryPath + "/" + basePath
         let baseSize: UInt64
         switch baseFormat {
@@ -99,6 +100,6 @@ public enum Qcow2Creator {
         let overlayPath = dir + "swiftnbd-snapshot-\(UUID().uuidString).qcow2"
         try create(at: overlayPath, options: Qcow2CreateOptions(size: baseSize, backingFile: absoluteBase, backingFormat: baseFormat))
         defer { unlink(overlayPath) }
-        return try Qcow2Image(path: overlayPath, readOnly: false)
+        return try Qcow2Image(path: overlayPath, readOnly: false, cache: cache)
     }
 }

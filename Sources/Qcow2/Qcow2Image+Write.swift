@@ -115,7 +115,8 @@ extension Qcow2Image {
         if backlog >= Self.maxPendingFrees { try syncAndReleasePending() }
     }
 
-    /// Queued L2 entries before a writer commits them itself.
+    /// Queued L1/L2 entries before a writer commits them itself (bounds the memory the queue
+    /// and its overlay take, whatever the cache size).
     static let maxPendingEntries = 8192
     /// Freed clusters held back before a sync is forced to release them.
     static let maxPendingFrees = 4096
@@ -136,8 +137,8 @@ extension Qcow2Image {
                 throw error
             }
             try tables.writePending(batch)
-            var released: [UInt64] = []
-            for e in batch { released += hostClusters(of: e.old, replacedBy: e.entry) }
+            var released: [UInt64] = batch.l1.compactMap { $0.replacedTable == 0 ? nil : $0.replacedTable >> geometry.clusterBits }
+            for e in batch.l2 { released += hostClusters(of: e.old, replacedBy: e.entry) }
             if !released.isEmpty { allocationLock.withLock { pendingFrees += released } }
         }
     }
@@ -162,6 +163,10 @@ extension Qcow2Image {
 
     /// The L2 table for `guest`, made private to the active L1 (allocated, or copied if shared
     /// with a snapshot). Returns its host offset.
+    ///
+    /// The new table is written (not synced) and the L1 entry changed in memory; the entry
+    /// reaches the disk with the next commit, after the sync that makes the table durable, so
+    /// a sweep over a multi-TiB disk costs no sync per new table.
     func writableL2Table(for guest: UInt64) throws -> UInt64 {
         let index = geometry.l1Index(guest)
         let current = try tables.l1Entry(index)
@@ -171,15 +176,14 @@ extension Qcow2Image {
             let old = current & L2Entry.offsetMask
             if current & L2Entry.copiedFlag != 0 && old != 0 { return old }
             guard let store = refcountStore else { throw BlockDeviceError(.readOnly, "qcow2: image is read-only") }
-            let words = old == 0 ? [UInt64](repeating: 0, count: Int(geometry.clusterSize / 8)) : try tables.words(of: old)
-            let table = try store.allocate()
             var bytes = [UInt8](repeating: 0, count: Int(geometry.clusterSize))
-            for (i, w) in words.enumerated() where w != 0 { bytes.putBE64(w, at: i * 8) }
+            if old != 0 {
+                for (i, w) in try tables.words(of: old).enumerated() where w != 0 { bytes.putBE64(w, at: i * 8) }
+            }
+            let table = try store.allocate()
+            tables.forgetTable(at: table)
             try file.write(bytes, at: table)
-            try file.sync()  // the table (and its refcount) before the L1 entry
-            tables.install(table: table, words: words)
-            try tables.setL1(index, table | L2Entry.copiedFlag)
-            if old != 0 { pendingFrees.append(old >> geometry.clusterBits) }
+            try tables.setL1Deferred(index, table | L2Entry.copiedFlag, replacing: old)
             return table
         }
     }

@@ -47,11 +47,15 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     public static let defaultMaxBackingDepth = 32
 
     /// Opens an image; `readOnly: false` opens it for writing (backing files are always read-only).
-    public convenience init(path: String, readOnly: Bool = false, maxBackingDepth: Int = Qcow2Image.defaultMaxBackingDepth) throws {
-        try self.init(path: path, writable: !readOnly, depth: 0, maxDepth: maxBackingDepth, visited: [])
+    public convenience init(path: String, readOnly: Bool = false, maxBackingDepth: Int = Qcow2Image.defaultMaxBackingDepth,
+                            cache: Qcow2CacheOptions = .default) throws {
+        try self.init(path: path, writable: !readOnly, depth: 0, maxDepth: maxBackingDepth, visited: [], cache: cache)
     }
 
-    init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>) throws {
+    /// The metadata cache sizes this image was opened with.
+    public let cacheOptions: Qcow2CacheOptions
+
+    init(path: String, writable: Bool, depth: Int, maxDepth: Int, visited: Set<String>, cache: Qcow2CacheOptions) throws {
         self.path = path
         let file = try HostFile(path: path, writable: writable)
         try file.lock()
@@ -71,13 +75,19 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         self.geometry = geometry
         self.writable = writable
         self.size = header.size / 512 * 512  // QEMU counts whole sectors only
-        self.tables = try MappingTables(file: file, geometry: geometry, l1Offset: header.l1TableOffset, l1Size: Int(header.l1Size))
+        self.cacheOptions = cache
+        // Never reserve more than the image's L2 tables could fill.
+        let tablesNeeded = (header.size / geometry.bytesPerL2) + 1
+        let l2Bytes = min(cache.l2CacheBytes, tablesNeeded.multipliedReportingOverflow(by: geometry.clusterSize).partialValue)
+        self.tables = try MappingTables(file: file, geometry: geometry, l1Offset: header.l1TableOffset, l1Size: Int(header.l1Size),
+                                        cacheBytes: l2Bytes)
         var visited = visited
         visited.insert(BackingChain.canonicalPath(path))
-        self.backing = try BackingChain.openBacking(of: header, imagePath: path, depth: depth + 1, maxDepth: maxDepth, visited: visited)
+        self.backing = try BackingChain.openBacking(of: header, imagePath: path, depth: depth + 1, maxDepth: maxDepth, visited: visited,
+                                                    cache: cache)
         if writable {
             let store = try RefcountStore(file: file, geometry: geometry, tableOffset: header.refcountTableOffset,
-                                          tableClusters: UInt64(header.refcountTableClusters))
+                                          tableClusters: UInt64(header.refcountTableClusters), cacheBytes: cache.refcountCacheBytes)
             refcountStore = store
             if header.incompatible.contains(.dirty) {
                 // Lazy refcounts left stale by a crash: rebuild them before the first allocation.

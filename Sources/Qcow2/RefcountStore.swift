@@ -3,7 +3,9 @@ import BlockDevices
 /// Reference counts of host clusters, and the allocator built on them.
 ///
 /// Not thread-safe: the image calls it only under its allocation lock. Every change is written
-/// through to disk at once (the caller decides when to sync). Ordering rules it follows itself:
+/// through to disk at once (the caller decides when to sync), so the cache of refcount slices
+/// (4 KiB of a block, bounded, least recently used evicted) holds clean copies only and can
+/// drop any of them at any time. Ordering rules it follows itself:
 /// * a new refcount block is written and synced before the table entry that points at it;
 /// * a grown refcount table is written and synced before the header points at it, and the old
 ///   table is released only after that header write is synced.
@@ -14,17 +16,26 @@ final class RefcountStore {
     private(set) var tableOffset: UInt64
     private(set) var tableClusters: UInt64
     private var table: [UInt64]
-    private var blocks: [Int: [UInt8]] = [:]
+    /// Cached slices of refcount blocks, by the host offset of their first byte.
+    private var slices: LRUCache<UInt64, [UInt8]>
+    private let sliceBytes: UInt64
+    private let countersPerSlice: UInt64
     /// No cluster below this index has refcount 0 (first-fit search starts here).
     private var freeHint: UInt64 = 1
 
     static let tableReservedMask: UInt64 = 0x1FF
 
-    init(file: HostFile, geometry: Qcow2Geometry, tableOffset: UInt64, tableClusters: UInt64) throws {
+    /// Slices kept however small the configured cache (allocation touches one or two at a time).
+    static let minimumSlices = 2
+
+    init(file: HostFile, geometry: Qcow2Geometry, tableOffset: UInt64, tableClusters: UInt64, cacheBytes: UInt64) throws {
         self.file = file
         self.g = geometry
         self.tableOffset = tableOffset
         self.tableClusters = tableClusters
+        sliceBytes = min(geometry.clusterSize, MappingTables.maxSliceBytes)
+        countersPerSlice = sliceBytes * 8 / geometry.refcountBits
+        slices = LRUCache(capacity: Int(clamping: max(UInt64(Self.minimumSlices), cacheBytes / sliceBytes)))
         let bytes = try file.readExactly(Int(tableClusters * geometry.clusterSize), at: tableOffset, what: "refcount table")
         table = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
         for (i, e) in table.enumerated() where e != 0 {
@@ -42,8 +53,14 @@ final class RefcountStore {
     func count(_ cluster: UInt64) throws -> UInt64 {
         let ti = cluster / g.refcountsPerBlock
         guard ti < UInt64(table.count), table[Int(ti)] != 0 else { return 0 }
-        let block = try loadBlock(Int(ti))
-        return Self.read(block, index: Int(cluster % g.refcountsPerBlock), bits: g.refcountBits)
+        let (key, index) = try locate(cluster)
+        return Self.read(try loadSlice(key), index: index, bits: g.refcountBits)
+    }
+
+    /// How the slice cache is doing (for logs and metrics).
+    var statistics: Qcow2CacheStatistics {
+        Qcow2CacheStatistics(capacityBytes: UInt64(slices.capacity) * sliceBytes, cachedBytes: UInt64(slices.count) * sliceBytes,
+                             hits: slices.hits, misses: slices.misses, evictions: slices.evictions)
     }
 
     /// Whether a refcount block describing `cluster` exists.
@@ -69,12 +86,30 @@ final class RefcountStore {
 
     /// Sets a counter whose refcount block already exists, writing the changed bytes through.
     private func setExisting(_ cluster: UInt64, _ value: UInt64) throws {
-        let ti = Int(cluster / g.refcountsPerBlock)
-        let index = Int(cluster % g.refcountsPerBlock)
-        _ = try loadBlock(ti)
-        Self.write(&blocks[ti]!, index: index, bits: g.refcountBits, value: value)  // in place, no copy
+        let (key, index) = try locate(cluster)
+        var slice = try loadSlice(key)
+        Self.write(&slice, index: index, bits: g.refcountBits, value: value)
         let (start, length) = Self.byteRange(index: index, bits: g.refcountBits)
-        try file.write(Array(blocks[ti]![start..<start + length]), at: table[ti] + UInt64(start))
+        guard start >= 0, start + length <= slice.count else {
+            throw BlockDeviceError(.io, "qcow2: refcount of host cluster \(cluster) lies outside its slice")
+        }
+        try file.write(Array(slice[start..<start + length]), at: key + UInt64(start))
+        slices.insert(key, slice)
+    }
+
+    /// The slice holding `cluster`'s counter (its host offset) and the counter's index in it;
+    /// the cluster's refcount block must exist.
+    private func locate(_ cluster: UInt64) throws -> (key: UInt64, index: Int) {
+        let ti = cluster / g.refcountsPerBlock
+        guard ti < UInt64(table.count) else {
+            throw BlockDeviceError(.io, "qcow2: host cluster \(cluster) lies beyond the refcount table")
+        }
+        let blockOffset = table[Int(ti)]
+        guard blockOffset != 0, blockOffset % g.clusterSize == 0, blockOffset <= L2Entry.offsetMask else {
+            throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: refcount block offset \(blockOffset) is not cluster aligned")
+        }
+        let inBlock = cluster % g.refcountsPerBlock
+        return (blockOffset + inBlock / countersPerSlice * sliceBytes, Int(inBlock % countersPerSlice))
     }
 
     /// −1 on a cluster; a cluster reaching 0 becomes free for the allocator.
@@ -166,7 +201,7 @@ final class RefcountStore {
         try file.sync()
         try file.write([UInt8].be64(offset), at: tableOffset + UInt64(tableIndex) * 8)
         table[tableIndex] = offset
-        blocks[tableIndex] = block
+        forgetSlices(ofBlockAt: offset)
     }
 
     /// Replaces the refcount table by a larger one placed past everything the old table covers,
@@ -191,6 +226,9 @@ final class RefcountStore {
             throw BlockDeviceError(.noSpace, "qcow2: refcount table would exceed 8 MiB")
         }
         let firstBlockIndex = start / perBlock
+        guard firstBlockIndex + blockCount <= tableClustersNew * g.clusterSize / 8 else {
+            throw BlockDeviceError(.io, "qcow2: refcount table growth did not converge")
+        }
         var newTable = table + [UInt64](repeating: 0, count: Int(tableClustersNew * g.clusterSize / 8) - table.count)
         var newBlocks: [Int: [UInt8]] = [:]
         for j in 0..<blockCount {
@@ -198,7 +236,10 @@ final class RefcountStore {
             newTable[Int(firstBlockIndex + j)] = (start + tableClustersNew + j) << g.clusterBits
         }
         for c in start..<start + tableClustersNew + blockCount {
-            Self.write(&newBlocks[Int(c / perBlock)]!, index: Int(c % perBlock), bits: g.refcountBits, value: 1)
+            guard newBlocks[Int(c / perBlock)] != nil else {
+                throw BlockDeviceError(.io, "qcow2: refcount table growth left host cluster \(c) undescribed")
+            }
+            Self.write(&newBlocks[Int(c / perBlock), default: []], index: Int(c % perBlock), bits: g.refcountBits, value: 1)
         }
         for (index, block) in newBlocks { try file.write(block, at: newTable[index]) }
         var tableBytes = [UInt8](repeating: 0, count: newTable.count * 8)
@@ -213,21 +254,26 @@ final class RefcountStore {
         try file.sync()
         let oldOffset = tableOffset, oldClusters = tableClusters
         table = newTable
-        for (k, v) in newBlocks { blocks[k] = v }
+        for index in newBlocks.keys { forgetSlices(ofBlockAt: newTable[index]) }
         tableOffset = start << g.clusterBits
         tableClusters = tableClustersNew
         for c in 0..<oldClusters { try decrement((oldOffset >> g.clusterBits) + c) }
     }
 
-    private func loadBlock(_ ti: Int) throws -> [UInt8] {
-        if let b = blocks[ti] { return b }
-        let offset = table[ti]
-        guard offset % g.clusterSize == 0 else {
-            throw BlockDeviceError(.badFormat, "qcow2: corrupt metadata: refcount block offset \(offset) is not cluster aligned")
+    private func loadSlice(_ key: UInt64) throws -> [UInt8] {
+        if let cached = slices.value(for: key) { return cached }
+        let slice = try file.readExactly(Int(sliceBytes), at: key, what: "refcount block")
+        slices.insert(key, slice)
+        return slice
+    }
+
+    /// Drops cached slices of a cluster that now holds a new refcount block.
+    private func forgetSlices(ofBlockAt offset: UInt64) {
+        var sliceStart: UInt64 = 0
+        while sliceStart < g.clusterSize {
+            slices.remove(offset + sliceStart)
+            sliceStart += sliceBytes
         }
-        let b = try file.readExactly(Int(g.clusterSize), at: offset, what: "refcount block")
-        blocks[ti] = b
-        return b
     }
 
     // MARK: packing

@@ -19,20 +19,20 @@ struct CopyEndpoint {
     var localRawPath: String? = nil
 
     /// Opens `SRC`: an NBD URI or a local image.
-    static func openSource(_ spec: String, connections: Int, requests: Int) throws -> CopyEndpoint {
+    static func openSource(_ spec: String, connections: Int, requests: Int, cache: Qcow2CacheOptions) throws -> CopyEndpoint {
         if NBDURI.looksLikeURI(spec) {
             let remote = try RemoteExport.open(try NBDURI(spec), connections: connections) { $0.maximumInFlight = requests }
             return CopyEndpoint(device: remote, label: spec, knownZero: false, connections: remote.connections.count)
         }
         if spec == "null:" { throw CopyFailure("null: can only be a destination") }
-        return CopyEndpoint(device: try LocalImage.open(spec, writable: false), label: spec, knownZero: false, connections: 1)
+        return CopyEndpoint(device: try LocalImage.open(spec, writable: false, cache: cache), label: spec, knownZero: false, connections: 1)
     }
 
     /// Opens `DST` for a source of `size` bytes. Local raw files are created or truncated to
     /// `size` (so they start all-zero and sparse), new qcow2 images are created empty; block
     /// devices, existing qcow2 images and exports must be large enough.
     static func openDestination(_ spec: String, size: UInt64, format: CopyOutputFormat,
-                                connections: Int, requests: Int) throws -> CopyEndpoint {
+                                connections: Int, requests: Int, cache: Qcow2CacheOptions) throws -> CopyEndpoint {
         if spec == "null:" {
             return CopyEndpoint(device: NullDevice(size: size), label: spec, knownZero: true, connections: 1)
         }
@@ -53,14 +53,14 @@ struct CopyEndpoint {
         switch try LocalImage.destinationFormat(spec, requested: format) {
         case .existingQcow2:
             // An existing qcow2 image is written in place (guest contents), never recreated.
-            let image = try LocalImage.open(spec, writable: true)
+            let image = try LocalImage.open(spec, writable: true, cache: cache)
             try requireRoom(image, spec, size)
             return CopyEndpoint(device: image, label: spec, knownZero: false, connections: 1)
         case .newQcow2:
             try LocalImage.refuseIfInUse(spec)
             try Qcow2Creator.create(at: spec, options: Qcow2CreateOptions(size: size))
             // A new image has no clusters: every byte reads as zero until written.
-            return CopyEndpoint(device: try Qcow2Image(path: spec, readOnly: false), label: spec, knownZero: true, connections: 1)
+            return CopyEndpoint(device: try Qcow2Image(path: spec, readOnly: false, cache: cache), label: spec, knownZero: true, connections: 1)
         case .raw:
             let created = try LocalImage.prepareDestinationFile(spec, size: size)
             let device = try RawFileDevice(path: spec, readOnly: false)
@@ -94,8 +94,8 @@ enum LocalImage {
     /// Opens a local source or an existing destination: qcow2 by its magic (guest contents,
     /// backing files included), anything else raw. Copy's inputs are the user's own files,
     /// so probing is what they expect (qemu-img convert probes too).
-    static func open(_ path: String, writable: Bool) throws -> any BlockDevice {
-        try openImage(path: path, format: ImageFormat.auto.rawValue, readOnly: !writable)
+    static func open(_ path: String, writable: Bool, cache: Qcow2CacheOptions = .default) throws -> any BlockDevice {
+        try openImage(path: path, format: ImageFormat.auto.rawValue, readOnly: !writable, cache: cache)
     }
 
     static func destinationFormat(_ path: String, requested: CopyOutputFormat) throws -> DestinationFormat {

@@ -40,6 +40,8 @@ struct CopyCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show a progress bar (default: when stderr is a terminal).")
     var progress: Bool?
 
+    @OptionGroup(title: "qcow2 metadata cache") var qcow2Cache: Qcow2CacheArguments
+
     @Option(name: .customLong("progress-fd"), help: "Also write progress as 'N/100' lines to this file descriptor.")
     var progressFD: Int32?
 
@@ -71,11 +73,12 @@ struct CopyCommand: ParsableCommand {
     }
 
     func copy() throws {
-        let src = try CopyEndpoint.openSource(source, connections: connections, requests: requests)
+        let cache = try qcow2Cache.options()
+        let src = try CopyEndpoint.openSource(source, connections: connections, requests: requests, cache: cache)
         defer { try? src.device.close() }
         let size = src.device.size
         let dst = try CopyEndpoint.openDestination(destination, size: size, format: outputFormat,
-                                                   connections: connections, requests: requests)
+                                                   connections: connections, requests: requests, cache: cache)
         var dstClosed = false
         defer { if !dstClosed { try? dst.device.close() } }
 

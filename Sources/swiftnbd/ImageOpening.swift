@@ -19,18 +19,19 @@ enum ImageFormat: String, CaseIterable, Sendable {
 ///   it vanishes when the server exits) over the image, which is then only read — like
 ///   `qemu-nbd --snapshot`. Ignored when `readOnly` (nothing would be written anyway).
 /// - Throws: `BlockDeviceError` with a message fit for the user (missing file, locked, …).
-func openImage(path: String, format: String, readOnly: Bool, snapshot: Bool = false) throws -> any BlockDevice {
+func openImage(path: String, format: String, readOnly: Bool, snapshot: Bool = false,
+               cache: Qcow2CacheOptions = .default) throws -> any BlockDevice {
     guard var known = ImageFormat(rawValue: format.lowercased()) else {
         throw BlockDeviceError(.unsupportedFeature, "unknown image format '\(format)' (known: \(ImageFormat.names))")
     }
     if known == .auto { known = Qcow2Image.hasQcow2Magic(path: path) ? .qcow2 : .raw }
     if snapshot && !readOnly {
-        return try Qcow2Creator.temporaryOverlay(over: path, baseFormat: known.rawValue)
+        return try Qcow2Creator.temporaryOverlay(over: path, baseFormat: known.rawValue, cache: cache)
     }
     switch known {
     case .raw, .auto:
         return try RawFileDevice(path: path, readOnly: readOnly)
     case .qcow2:
-        return try Qcow2Image(path: path, readOnly: readOnly)
+        return try Qcow2Image(path: path, readOnly: readOnly, cache: cache)
     }
 }

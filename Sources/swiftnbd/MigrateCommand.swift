@@ -39,6 +39,8 @@ struct MigrateCommand: ParsableCommand {
         "x509 directory in QEMU's layout (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem).", valueName: "dir"))
     var tlsCertificates: String
 
+    @OptionGroup(title: "qcow2 metadata cache (qcow2 destinations)") var qcow2Cache: Qcow2CacheArguments
+
     @Option(name: .customLong("tls-authz"), help: ArgumentHelp("Only accept NBD clients whose certificate DN is this (repeatable).", valueName: "dn"))
     var tlsAuthz: [String] = []
 
@@ -185,10 +187,10 @@ struct MigrateCommand: ParsableCommand {
     func makeLauncher(logger: Logger) -> any MigrationExportLauncher {
         switch exportServer {
         case .swiftnbd:
-            return InProcessExportLauncher(logger: logger)
+            return InProcessExportLauncher(logger: logger, qcow2Cache: (try? qcow2Cache.options()) ?? .default)
         case .swiftnbdServe:
             let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            return ProcessExportLauncher(server: .swiftnbd(executable: executable))
+            return ProcessExportLauncher(server: .swiftnbd(executable: executable, extraArguments: qcow2Cache.arguments))
         case .qemuNBD:
             return ProcessExportLauncher(server: .qemuNBD)
         case .destinationQEMU:

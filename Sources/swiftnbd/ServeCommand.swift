@@ -73,6 +73,8 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var tls: TLSServerOptions
 
+    @OptionGroup(title: "qcow2 metadata cache") var qcow2Cache: Qcow2CacheArguments
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
@@ -110,11 +112,13 @@ struct ServeCommand: ParsableCommand {
 
     private func serve(logger: Logger) throws {
         let specs = try exportSpecs()
+        let cache = try qcow2Cache.options()
         var opened: [ExportConfiguration] = []
         do {
             for spec in specs {
                 let readOnly = readOnly || spec.readOnly
-                let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly, snapshot: snapshot)
+                let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly, snapshot: snapshot,
+                                       cache: cache)
                 opened.append(ExportConfiguration(name: spec.name, description: spec.description, device: device,
                                                   readOnly: readOnly, tlsOnly: spec.tlsOnly))
             }
