@@ -7,7 +7,8 @@ median of the rounds is reported with the server's CPU seconds per GiB moved, it
 and the ratio swiftnbd / best peer. Nothing here is a test: it measures and prints.
 
 Sections (--sections): plain (fio + nbdcopy, Unix and TCP), tls (x509 and PSK), copy
-(swiftnbd copy vs nbdcopy vs qemu-img convert), qcow2 (swiftnbd vs qemu-nbd on qcow2).
+(swiftnbd copy vs nbdcopy vs qemu-img convert), qcow2 (swiftnbd vs qemu-nbd on qcow2),
+qcow2-scale (4K random writes then reads over fresh 1 TiB/64K and 32 GiB/4K qcow2 images).
 """
 import argparse
 import itertools
@@ -150,10 +151,12 @@ FIO_JOBS = {
 }
 
 
-def run_fio(uri, job, size, runtime, numjobs=1, env=None, wrap=None):
+def run_fio(uri, job, size, runtime, numjobs=1, env=None, wrap=None, extra=(), time_based=True):
     cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={job['rw']}", f"--bs={job['bs']}",
-           f"--iodepth={job['iodepth']}", f"--size={size}", "--time_based", f"--runtime={runtime}",
-           f"--numjobs={numjobs}", "--group_reporting", "--output-format=json"]
+           f"--iodepth={job['iodepth']}", f"--size={size}", f"--runtime={runtime}",
+           f"--numjobs={numjobs}", "--group_reporting", "--output-format=json"] + list(extra)
+    if time_based:
+        cmd.append("--time_based")
     if wrap:
         cmd = wrap(cmd)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=runtime * 4 + 60, env=env)
@@ -329,6 +332,44 @@ def bench_servers(args, table, section, image, fmt_name, transports, tls_modes, 
                 table.add(section, w, transport, tls, metric, per[w], servers)
 
 
+def bench_qcow2_scale(args, table):
+    """4K random writes QD32 spread over a fresh, empty huge qcow2 image (1 TiB with 64 KiB
+    clusters; 32 GiB with 4 KiB clusters), then 4K random reads of exactly what was written:
+    fio replays the same offsets (same seed, no random map) for as many reads as there were
+    writes. Every server gets a fresh image each round, with its default cache settings."""
+    cases = [("qcow2 1 TiB, 64 KiB clusters", "1T", "64k"), ("qcow2 32 GiB, 4 KiB clusters", "32G", "4k")]
+    servers = ["swiftnbd", "qemu-nbd"]
+    write_job, read_job = FIO_JOBS["rand write 4K QD32"], FIO_JOBS["rand read 4K QD32"]
+    same_offsets = ["--norandommap", "--randrepeat=1", "--randseed=20261205"]
+    for section, size, cluster in cases:
+        image = os.path.join(args.workdir, "scale.qcow2")
+        per = {w: {s: dict(value=[], cpu_per_gib=[], rss=[]) for s in servers} for w in ("write", "read")}
+        for rnd in range(args.rounds):
+            for kind in servers[rnd % 2:] + servers[:rnd % 2]:
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"cluster_size={cluster}", image, size], check=True)
+                os.sync()
+                srv = Server(kind, image, args.workdir, "unix", "off", None, None, "qcow2", args.swiftnbd)
+                try:
+                    cpu0 = srv.cpu()
+                    value, moved = run_fio(srv.uri(), write_job, size, args.runtime, extra=same_offsets)
+                    cpu1 = srv.cpu()
+                    per["write"][kind]["value"].append(value)
+                    per["write"][kind]["cpu_per_gib"].append((cpu1 - cpu0) / (moved / GiB))
+                    ios = max(1, moved // 4096)
+                    value, moved = run_fio(srv.uri(), read_job, size, args.runtime * 4 + 60, extra=same_offsets + [f"--number_ios={ios}"],
+                                           time_based=False)
+                    per["read"][kind]["value"].append(value)
+                    per["read"][kind]["cpu_per_gib"].append((srv.cpu() - cpu1) / (moved / GiB))
+                    per["write"][kind]["rss"].append(srv.rss())
+                except Exception as e:  # report, keep measuring the others
+                    print(f"# {kind} {section}: {e}", file=sys.stderr)
+                finally:
+                    srv.stop()
+        table.add(section, "rand write 4K QD32 (empty image)", "unix", "off", "IOPS", per["write"], servers)
+        table.add(section, "rand read 4K QD32 (what was written)", "unix", "off", "IOPS", per["read"], servers)
+        os.unlink(image)
+
+
 def bench_rss_16_clients(args, table, image, pki, psk):
     """Peak RSS of each server while 16 clients hammer it (the ≤ 32 MiB target)."""
     servers = ["swiftnbd", "qemu-nbd", "nbdkit"]
@@ -408,7 +449,7 @@ def main():
     p.add_argument("--size", default="1G", help="image size (fio syntax)")
     p.add_argument("--runtime", type=int, default=5, help="seconds per fio workload")
     p.add_argument("--rounds", type=int, default=2, help="rounds; servers alternate within each")
-    p.add_argument("--sections", default="plain,tls,copy,qcow2")
+    p.add_argument("--sections", default="plain,tls,copy,qcow2,qcow2-scale")
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
 
@@ -446,6 +487,9 @@ def main():
             create()
             bench_servers(args, table, f"qcow2 {label}", q, "qcow2", ["unix"], ["off"], plain_jobs,
                           ["swiftnbd", "qemu-nbd"], pki, psk, fresh_image=create if prealloc == "off" else None)
+
+    if "qcow2-scale" in sections:
+        bench_qcow2_scale(args, table)
 
     table.print()
     shutil.rmtree(args.workdir, ignore_errors=True)

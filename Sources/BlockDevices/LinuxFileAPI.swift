@@ -47,8 +47,9 @@ package enum LinuxFileAPI {
     /// Returns 0 or the errno of the failure (EINTR retried).
     package static func fallocate(_ fd: Int32, mode: Int32, offset: UInt64, length: UInt64) -> Int32 {
         guard let function = fallocateFunction else { return EOPNOTSUPP }
+        guard let start = off_t(exactly: offset), let count = off_t(exactly: length) else { return EINVAL }
         while true {
-            if function(fd, mode, off_t(offset), off_t(length)) == 0 { return 0 }
+            if function(fd, mode, start, count) == 0 { return 0 }
             let e = errno
             if e != EINTR { return e }
         }

@@ -63,7 +63,7 @@ final class HostFile: @unchecked Sendable {
     func readZeroFilled(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, try position(offset, done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw ioError("read at \(offset)")
@@ -83,7 +83,7 @@ final class HostFile: @unchecked Sendable {
         var done = 0
         try bytes.withUnsafeMutableBytes { raw in
             while done < count {
-                let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                let n = pread(fd, raw.baseAddress! + done, count - done, try position(offset, done))
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw ioError("read of \(what) at \(offset)")
@@ -100,7 +100,7 @@ final class HostFile: @unchecked Sendable {
     func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {
         var done = 0
         while done < data.count {
-            let n = pwrite(fd, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
+            let n = pwrite(fd, data.baseAddress! + done, data.count - done, try position(offset, done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw ioError("write at \(offset)")
@@ -163,20 +163,32 @@ final class HostFile: @unchecked Sendable {
     }
 
     func truncate(to length: UInt64) throws {
-        guard ftruncate(fd, off_t(length)) == 0 else { throw ioError("ftruncate") }
+        guard ftruncate(fd, try position(length, 0)) == 0 else { throw ioError("ftruncate") }
     }
 
     /// Whether the bytes at `offset` are stored (`true`) or a hole/past EOF (`false`), and for
     /// how many bytes (at least 1, at most `length`) that holds. Where `SEEK_DATA` is not
     /// supported everything counts as data, which is never wrong, only less precise.
     func storedRun(offset: UInt64, length: UInt64) -> (stored: Bool, length: UInt64) {
-        let end = offset + length
-        let data = lseek(fd, off_t(offset), LinuxFileAPI.seekData)
+        guard let start = off_t(exactly: offset) else { return (false, length) }
+        let end = length > UInt64.max - offset ? UInt64.max : offset + length
+        let data = lseek(fd, start, LinuxFileAPI.seekData)
         if data < 0 { return (errno != ENXIO, length) }
         if UInt64(data) > offset { return (false, min(UInt64(data), end) - offset) }
-        let hole = lseek(fd, off_t(offset), LinuxFileAPI.seekHole)
+        let hole = lseek(fd, start, LinuxFileAPI.seekHole)
         let stop = hole < 0 ? end : min(UInt64(hole), end)
         return (true, max(1, stop - offset))
+    }
+
+    /// `offset + done` as a file position; an offset no file can have (from a corrupt image)
+    /// is an error for this request, not an overflow trap.
+    private func position(_ offset: UInt64, _ done: Int) throws -> off_t {
+        guard let base = off_t(exactly: offset) else {
+            throw BlockDeviceError(.badFormat, "\(path): offset \(offset) is beyond any file")
+        }
+        let (sum, overflow) = base.addingReportingOverflow(off_t(done))
+        guard !overflow else { throw BlockDeviceError(.badFormat, "\(path): offset \(offset)+\(done) is beyond any file") }
+        return sum
     }
 
     private func ioError(_ what: String) -> BlockDeviceError {

@@ -8,13 +8,13 @@ import Foundation
 /// allocation, refcount changes and L1/L2-table creation take `allocationLock`. Lock order:
 /// inFlight → allocationLock → tables.
 ///
-/// Crash safety (qcow2.md §3.3): a refcount is raised (written) before anything references the
-/// cluster; guest data and COW padding are written, then the file is synced, then the L2 entry
-/// is written; a new L2 table is written and synced before the L1 entry points at it; a
-/// reference is removed from L2 first and the refcount decremented only after a later sync has
-/// made that L2 change durable (`pendingFrees`). So a crash leaves leaks at worst, and every
-/// write acknowledged before a FLUSH (or with FUA) is readable afterwards. Refcounts are kept
-/// exact (no lazy refcounts, the dirty bit is never set), so a clean close leaves no leaks.
+/// Crash safety (docs/qcow2-driver.md, "ordering"): a refcount is raised (written) before
+/// anything references the cluster; guest data, COW padding and new L2 tables are written, then
+/// one sync, then the queued L1/L2 entries are written; a reference is removed first and the
+/// refcount decremented only after a later sync has made that removal durable (`pendingFrees`).
+/// So a crash leaves leaks at worst, and every write acknowledged before a FLUSH (or with FUA) is
+/// readable afterwards. Refcounts are kept exact (no lazy refcounts, the dirty bit is never
+/// set), so a clean close leaves no leaks.
 ///
 /// Dirty images (lazy refcounts, not closed cleanly) open read-only as they are; opened for
 /// writing, their refcounts are first rebuilt from the metadata and the dirty bit cleared
