@@ -58,3 +58,28 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// MARK: - Fuzz targets (issue 14) ------------------------------------------------------------
+// libFuzzer executables, one per input surface (Fuzz/<name>/). They exist only when
+// SWIFTNBD_FUZZ=1 (set by scripts/fuzz.sh, which builds them with -sanitize=fuzzer,address into
+// .build-fuzz): without the sanitizer they have no `main`, and normal builds never see them.
+if Context.environment["SWIFTNBD_FUZZ"] == "1" {
+    let fuzzTargets: [(name: String, module: String, dependencies: [Target.Dependency])] = [
+        ("server-negotiation", "FuzzServerNegotiation", ["NBDProtocol"]),
+        ("transmission", "FuzzTransmission", ["NBDServer", "NBDProtocol", "BlockDevices"]),
+        ("client-negotiation", "FuzzClientNegotiation", ["NBDProtocol"]),
+        ("client-replies", "FuzzClientReplies", ["NBDClient", "NBDProtocol"]),
+        ("qcow2", "FuzzQcow2", ["Qcow2", "BlockDevices"]),
+        ("uri", "FuzzURI", ["NBDClient"]),
+        ("psk-file", "FuzzPSKFile", ["NBDTLS"]),
+        ("distinguished-name", "FuzzDistinguishedName", ["NBDTLS"]),
+        ("qmp", "FuzzQMP", ["QMP"]),
+    ]
+    for target in fuzzTargets {
+        package.targets.append(.executableTarget(name: target.module, dependencies: target.dependencies,
+                                                 path: "Fuzz/\(target.name)",
+                                                 swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+        package.products.append(.executable(name: "fuzz-\(target.name)", targets: [target.module]))
+    }
+}
+// MARK: - end of fuzz targets ------------------------------------------------------------------

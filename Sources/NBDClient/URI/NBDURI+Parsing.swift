@@ -83,6 +83,9 @@ extension NBDURI {
             }
             if hostPort.contains(":") { throw fail("more than one ':' in host (IPv6 addresses need brackets)") }
             host = try URIPercentEncoding.decode(hostPort, what: "host")
+            // A percent-encoded ':' would make the host an IPv6 address without brackets,
+            // which no resolver takes and `description` cannot print back.
+            if host.contains(":") { throw fail("':' in host (IPv6 addresses need brackets)") }
         }
         var port = NBDURI.defaultPort
         if let rawPort, !rawPort.isEmpty {

@@ -1,0 +1,27 @@
+import Foundation
+import Testing
+import NBDServer
+
+/// Inputs the fuzzers (Fuzz/transmission; docs/fuzzing.md) found,
+/// replayed through the same entry points, and the committed seed corpora of those targets.
+@Suite("Fuzz regressions: transmission")
+struct TransmissionFuzzRegressionTests {
+    @Test("every committed seed of this target replays cleanly", arguments: ["transmission"])
+    func corpus(target: String) throws {
+        let inputs = try FuzzCorpus.inputs(of: target)
+        #expect(!inputs.isEmpty)
+        for input in inputs {
+            TransmissionFuzzEntryPoints.requestStream(input)
+        }
+    }
+}
+
+/// The committed seeds and regression inputs of a fuzz target (Fuzz/corpus/TARGET).
+enum FuzzCorpus {
+    static func inputs(of target: String) throws -> [[UInt8]] {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fuzz/corpus/\(target)").standardizedFileURL
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasPrefix(".") }.sorted()
+        return try names.map { Array(try Data(contentsOf: directory.appendingPathComponent($0))) }
+    }
+}
