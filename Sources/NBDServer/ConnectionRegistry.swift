@@ -8,7 +8,6 @@ final class ConnectionRegistry: @unchecked Sendable {
     private var connections: [Int: ClientConnection] = [:]
     private var nextID = 1
     private var stopping = false
-    private var watchdog: Thread?
     /// Transmission clients on writable exports seen so far / still connected.
     private var writableClientsSeen = 0
     private var writableClientsActive = 0
@@ -83,7 +82,10 @@ final class ConnectionRegistry: @unchecked Sendable {
         return true
     }
 
-    /// Starts the thread that enforces the handshake deadline.
+    /// Starts the thread that enforces the handshake deadline. It holds the registry only
+    /// while it runs (until `stopAdmitting()`); the registry keeps no reference to the thread,
+    /// since registry → thread → closure → registry was a cycle that leaked the registry, its
+    /// connection table and the server's callbacks for every server started (LeakSanitizer).
     func startWatchdog() {
         guard handshakeTimeout > 0 else { return }
         let thread = Thread { [self] in
@@ -99,6 +101,5 @@ final class ConnectionRegistry: @unchecked Sendable {
         }
         thread.name = "handshake-watchdog"
         thread.start()
-        watchdog = thread
     }
 }

@@ -165,6 +165,26 @@ struct ServerLifecycleTests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
+    @Test("a stopped server, its connection registry and its connections are freed (no watchdog retain cycle)")
+    func stoppedServerIsFreed() throws {
+        weak var weakServer: NBDServer?
+        weak var weakRegistry: ConnectionRegistry?
+        try {
+            let server = try startServer(exports: [memoryExport()], handshakeTimeout: 5)
+            weakServer = server
+            weakRegistry = server.registry
+            let client = try connectLoopback(port: server.boundPorts[0])
+            #expect(try client.negotiate(export: "mem") == 1 << 20)
+            client.close()
+            server.shutdown()
+            server.waitUntilStopped()
+        }()
+        // The acceptor, shutdown and watchdog threads end on their own just after the stop.
+        for _ in 0..<100 where weakServer != nil || weakRegistry != nil { usleep(50_000) }
+        #expect(weakServer == nil, "the server outlived its stop")
+        #expect(weakRegistry == nil, "the connection registry outlived its server")
+    }
+
     @Test("a second server on a busy port fails with addressInUse")
     func portInUse() throws {
         let server = try startServer(exports: [memoryExport()])
