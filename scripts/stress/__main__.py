@@ -35,6 +35,12 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="print each step of each case")
     ap.add_argument("--stop-on-failure", action="store_true")
     a = ap.parse_args(argv)
+
+    def on_term(signum, frame):   # CI timeouts send SIGTERM: clean up like Ctrl-C
+        raise KeyboardInterrupt
+
+    import signal
+    signal.signal(signal.SIGTERM, on_term)
     if a.long:
         a.budget = 3600.0
     exe = binary()
@@ -106,7 +112,8 @@ def main(argv=None):
         print("stress: seeds run: %s" % " ".join(map(str, ran)))
     if failed:
         print("stress: failed seeds: %s" % " ".join(map(str, failed)))
-    print("stress: %d passed, %d failed (%.0fs)" % (passed, len(failed), time.monotonic() - t0))
+    print("stress: %d case(s) in %.0fs" % (passed + len(failed), time.monotonic() - t0))
+    print("stress: %d passed, %d failed" % (passed, len(failed)))
     return 1 if failed else 0
 
 

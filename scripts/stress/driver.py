@@ -59,6 +59,7 @@ class Engine:
         self.killed = False
         self.pending = []           # acked write-likes not yet durable: (seq, a, b)
         self.kill_at, self.server = kill_at, server
+        self.timer = None
         handles = [connect(sock) for _ in range(conns)]
         h0 = handles[0]
         for what, ok in (("base:allocation", h0.can_meta_context("base:allocation")),
@@ -83,6 +84,10 @@ class Engine:
                 server.signal_kill_nowait()    # unblocks the stuck calls
             for t in threads:
                 t.join(30)
+        if self.timer is not None:
+            # A kill still pending must not hit the next server process.
+            self.timer.cancel()
+            self.timer.join(5)
         if not self.killed:
             for h in handles:
                 close(h)
@@ -130,9 +135,9 @@ class Engine:
                 snap, self.pending = self.pending, []
             if self.kill_at is not None and idx == self.kill_at and self.server is not None:
                 # Kill a little later, while this op and others are in flight.
-                t = threading.Timer(random.random() * 0.02, self._kill)
-                t.daemon = True
-                t.start()
+                self.timer = threading.Timer(random.random() * 0.02, self._kill)
+                self.timer.daemon = True
+                self.timer.start()
             return op, (rng, snap)
 
     def _kill(self):

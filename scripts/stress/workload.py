@@ -130,4 +130,14 @@ def generate(case, seed_salt=0, write_budget=40 * MiB):
             op.length = min(n, 8 * MiB)
             op.df = op.length <= 64 * KiB and rng.random() < 0.3
         ops.append(op)
+    if case.sweep:
+        # Insert the burst at a random point; sequence numbers are renumbered after.
+        at = rng.randint(0, len(ops))
+        burst = []
+        for _ in range(case.sweep):
+            off = rng.randrange(0, max(1, g.size // 4096)) * 4096
+            burst.append(Op(0, WRITE, off, min(4096, g.size - off), data_seed=rng.getrandbits(64)))
+        ops[at:at] = burst
+        for i, op in enumerate(ops):
+            op.seq = i + 1
     return ops
