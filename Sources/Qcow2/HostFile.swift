@@ -80,21 +80,25 @@ final class HostFile: @unchecked Sendable {
     /// metadata that must exist (header, L1, L2, refcount structures).
     func readExactly(_ count: Int, at offset: UInt64, what: String) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
-        var done = 0
-        try bytes.withUnsafeMutableBytes { raw in
-            while done < count {
-                let n = pread(fd, raw.baseAddress! + done, count - done, try position(offset, done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("read of \(what) at \(offset)")
-                }
-                if n == 0 {
-                    throw BlockDeviceError(.badFormat, "\(path): \(what) at offset \(offset) lies past the end of the file")
-                }
-                done += n
-            }
-        }
+        try bytes.withUnsafeMutableBytes { try readExactly(into: $0, at: offset, what: what) }
         return bytes
+    }
+
+    /// Fills `buffer` from `offset`, failing if the file is shorter.
+    func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, what: String) throws {
+        guard let base = buffer.baseAddress else { return }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, base + done, buffer.count - done, try position(offset, done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("read of \(what) at \(offset)")
+            }
+            if n == 0 {
+                throw BlockDeviceError(.badFormat, "\(path): \(what) at offset \(offset) lies past the end of the file")
+            }
+            done += n
+        }
     }
 
     func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {

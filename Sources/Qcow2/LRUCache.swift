@@ -1,9 +1,7 @@
 /// A fixed-capacity least-recently-used map with O(1) lookup, insertion and eviction.
 ///
-/// The metadata caches (L2 slices, refcount slices) hold clean copies only — every change they
-/// see is either written through or kept outside the cache until it is written — so any entry
-/// may be dropped at any time. That is what makes the cache safe under any pressure: inserting
-/// into a full cache always succeeds by evicting the least recently used entry.
+/// The recency index of `SliceCache`: whatever it maps, inserting into a full map always
+/// succeeds by evicting the least recently used entry.
 ///
 /// Not thread-safe: its owner guards it with its own lock.
 struct LRUCache<Key: Hashable, Value> {
@@ -47,6 +45,9 @@ struct LRUCache<Key: Hashable, Value> {
     /// Whether `key` is cached, without changing its recency or the counters.
     func contains(_ key: Key) -> Bool { index[key] != nil }
 
+    /// The value for `key` without changing its recency or the counters.
+    func peek(_ key: Key) -> Value? { index[key].map { nodes[$0].value } }
+
     /// Changes a cached value in place (no effect when `key` is not cached). Returns whether it was.
     @discardableResult
     mutating func update(_ key: Key, _ change: (inout Value) -> Void) -> Bool {
@@ -55,18 +56,22 @@ struct LRUCache<Key: Hashable, Value> {
         return true
     }
 
-    /// Inserts or replaces `key`, evicting the least recently used entry when full.
-    mutating func insert(_ key: Key, _ value: Value) {
+    /// Inserts or replaces `key`, evicting the least recently used entry when full. Returns
+    /// the evicted entry (so an owner can reuse what it held).
+    @discardableResult
+    mutating func insert(_ key: Key, _ value: Value) -> (key: Key, value: Value)? {
         if let slot = index[key] {
             nodes[slot].value = value
             moveToFront(slot)
-            return
+            return nil
         }
+        var evicted: (key: Key, value: Value)?
         if index.count >= capacity, let victim = oldest {
             unlink(victim)
             index[nodes[victim].key] = nil
             freeSlots.append(victim)
             evictions &+= 1
+            evicted = (nodes[victim].key, nodes[victim].value)
         }
         let node = Node(key: key, value: value, newer: nil, older: nil)
         let slot: Int
@@ -79,13 +84,19 @@ struct LRUCache<Key: Hashable, Value> {
         }
         index[key] = slot
         linkAtFront(slot)
+        return evicted
     }
 
-    /// Drops `key` if cached.
-    mutating func remove(_ key: Key) {
-        guard let slot = index.removeValue(forKey: key) else { return }
+    /// Whether the next `insert` of a new key will evict an entry.
+    var isFull: Bool { index.count >= capacity }
+
+    /// Drops `key` if cached; returns its value.
+    @discardableResult
+    mutating func remove(_ key: Key) -> Value? {
+        guard let slot = index.removeValue(forKey: key) else { return nil }
         unlink(slot)
         freeSlots.append(slot)
+        return nodes[slot].value
     }
 
     private mutating func moveToFront(_ slot: Int) {

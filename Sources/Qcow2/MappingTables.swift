@@ -31,10 +31,10 @@ final class MappingTables: @unchecked Sendable {
     private let l1Offset: UInt64
     private var l1: [UInt64]
     let sliceBytes: UInt64
-    private let wordsPerEntry: Int
+    private let entryBytes: Int
     private let entriesPerSlice: Int
-    /// Cached slices by the host offset of their first byte.
-    private var slices: LRUCache<UInt64, [UInt64]>
+    /// Cached slices (raw big-endian table bytes) by the host offset of their first byte.
+    private let slices: SliceCache
     /// The latest queued, not yet written value of each L2 entry, by slice and index in slice.
     private var unwritten: [UInt64: [Int: Unwritten]] = [:]
     private var pendingL2: [PendingEntry] = []
@@ -79,21 +79,15 @@ final class MappingTables: @unchecked Sendable {
         let bytes = l1Size == 0 ? [] : try file.readExactly(l1Size * 8, at: l1Offset, what: "L1 table")
         l1 = (0..<l1Size).map { bytes.be64(at: $0 * 8) }
         sliceBytes = min(geometry.clusterSize, Self.maxSliceBytes)
-        wordsPerEntry = geometry.extendedL2 ? 2 : 1
+        entryBytes = Int(geometry.l2EntryBytes)
         entriesPerSlice = Int(sliceBytes / geometry.l2EntryBytes)
-        let wanted = cacheBytes / sliceBytes
-        slices = LRUCache(capacity: Int(clamping: max(UInt64(Self.minimumSlices), wanted)))
+        slices = SliceCache(sliceBytes: Int(sliceBytes), capacityBytes: cacheBytes, minimumSlices: Self.minimumSlices)
     }
 
     var l1Count: Int { lock.withLock { l1.count } }
 
     /// Slices the cache holds at most, and how often it was asked / went to disk.
-    var statistics: Qcow2CacheStatistics {
-        lock.withLock {
-            Qcow2CacheStatistics(capacityBytes: UInt64(slices.capacity) * sliceBytes, cachedBytes: UInt64(slices.count) * sliceBytes,
-                                 hits: slices.hits, misses: slices.misses, evictions: slices.evictions)
-        }
-    }
+    var statistics: Qcow2CacheStatistics { lock.withLock { slices.statistics } }
 
     /// L1 entry `index` (0 when outside the table).
     func l1Entry(_ index: Int) throws -> UInt64 {
@@ -108,26 +102,25 @@ final class MappingTables: @unchecked Sendable {
     func entry(table tableOffset: UInt64, index: Int) throws -> L2Entry {
         try lock.withLock {
             let (key, slot) = try locate(table: tableOffset, index: index)
-            return Self.decode(try sliceLocked(key), slot: slot, wordsPerEntry: wordsPerEntry)
+            return try withSliceLocked(key) { decode($0, slot: slot) }
         }
     }
 
-    /// A copy of a whole table with the queued entries applied (for copy-on-write of a table
-    /// shared with a snapshot). Read straight from disk: a 2 MiB table must not flush the cache.
-    func words(of tableOffset: UInt64) throws -> [UInt64] {
+    /// The bytes of a whole table with the queued entries applied (for copy-on-write of a
+    /// table shared with a snapshot). Read straight from disk: a 2 MiB table must not flush the cache.
+    func tableBytes(of tableOffset: UInt64) throws -> [UInt8] {
         try lock.withLock {
             try checkTableOffset(tableOffset)
-            let bytes = try file.readExactly(Int(geometry.clusterSize), at: tableOffset, what: "L2 table")
-            var words = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
-            var sliceStart: UInt64 = 0
-            while sliceStart < geometry.clusterSize {
-                let base = Int(sliceStart / 8)
-                for (slot, queued) in unwritten[tableOffset + sliceStart] ?? [:] {
-                    Self.encode(queued.entry, into: &words, at: base + slot * wordsPerEntry, wordsPerEntry: wordsPerEntry)
+            var bytes = try file.readExactly(Int(geometry.clusterSize), at: tableOffset, what: "L2 table")
+            bytes.withUnsafeMutableBytes { raw in
+                var sliceStart = 0
+                while sliceStart < raw.count {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: raw[sliceStart..<min(raw.count, sliceStart + Int(sliceBytes))])
+                    applyUnwritten(to: slice, key: tableOffset + UInt64(sliceStart))
+                    sliceStart += Int(sliceBytes)
                 }
-                sliceStart += sliceBytes
             }
-            return words
+            return bytes
         }
     }
 
@@ -137,9 +130,10 @@ final class MappingTables: @unchecked Sendable {
     func setEntryDeferred(table tableOffset: UInt64, index: Int, _ entry: L2Entry) throws -> Int {
         try lock.withLock {
             let (key, slot) = try locate(table: tableOffset, index: index)
-            let old = Self.decode(try sliceLocked(key), slot: slot, wordsPerEntry: wordsPerEntry)
-            let wordIndex = slot * wordsPerEntry, perEntry = wordsPerEntry
-            slices.update(key) { Self.encode(entry, into: &$0, at: wordIndex, wordsPerEntry: perEntry) }
+            let old = try withSliceLocked(key) { slice -> L2Entry in
+                defer { encode(entry, into: slice, slot: slot) }
+                return decode(slice, slot: slot)
+            }
             sequence &+= 1
             unwritten[key, default: [:]][slot] = Unwritten(sequence: sequence, entry: entry)
             pendingL2.append(PendingEntry(table: tableOffset, index: index, entry: entry, old: old, sequence: sequence))
@@ -225,7 +219,7 @@ final class MappingTables: @unchecked Sendable {
         lock.withLock {
             var sliceStart: UInt64 = 0
             while sliceStart < geometry.clusterSize {
-                slices.remove(tableOffset + sliceStart)
+                slices.forget(tableOffset + sliceStart)
                 sliceStart += sliceBytes
             }
         }
@@ -249,28 +243,32 @@ final class MappingTables: @unchecked Sendable {
         }
     }
 
-    /// The slice at `key`, from the cache or from disk overlaid with its queued entries.
-    private func sliceLocked(_ key: UInt64) throws -> [UInt64] {
-        if let cached = slices.value(for: key) { return cached }
-        let bytes = try file.readExactly(Int(sliceBytes), at: key, what: "L2 table")
-        var words = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
-        for (slot, queued) in unwritten[key] ?? [:] {
-            Self.encode(queued.entry, into: &words, at: slot * wordsPerEntry, wordsPerEntry: wordsPerEntry)
-        }
-        slices.insert(key, words)
-        return words
+    /// Runs `body` on the slice at `key`, from the cache or from disk overlaid with its queued entries.
+    private func withSliceLocked<T>(_ key: UInt64, _ body: (UnsafeMutableRawBufferPointer) throws -> T) throws -> T {
+        try slices.withSlice(key, load: { buffer in
+            try file.readExactly(into: buffer, at: key, what: "L2 table")
+            applyUnwritten(to: buffer, key: key)
+        }, body)
     }
 
-    private static func decode(_ words: [UInt64], slot: Int, wordsPerEntry: Int) -> L2Entry {
-        let i = slot * wordsPerEntry
-        guard i + wordsPerEntry <= words.count else { return .unallocated }  // unreachable: slot < entriesPerSlice
-        return wordsPerEntry == 2 ? L2Entry(word: words[i], bitmap: words[i + 1]) : L2Entry(word: words[i])
+    /// Overlays the queued, not yet written entries of the slice at `key`.
+    private func applyUnwritten(to slice: UnsafeMutableRawBufferPointer, key: UInt64) {
+        for (slot, queued) in unwritten[key] ?? [:] { encode(queued.entry, into: slice, slot: slot) }
     }
 
-    private static func encode(_ entry: L2Entry, into words: inout [UInt64], at i: Int, wordsPerEntry: Int) {
-        guard i >= 0, i + wordsPerEntry <= words.count else { return }
-        words[i] = entry.word
-        if wordsPerEntry == 2 { words[i + 1] = entry.bitmap }
+    private func decode(_ slice: UnsafeMutableRawBufferPointer, slot: Int) -> L2Entry {
+        let at = slot * entryBytes
+        guard slot >= 0, at + entryBytes <= slice.count else { return .unallocated }  // unreachable: slot < entriesPerSlice
+        let word = UInt64(bigEndian: slice.loadUnaligned(fromByteOffset: at, as: UInt64.self))
+        guard entryBytes == 16 else { return L2Entry(word: word) }
+        return L2Entry(word: word, bitmap: UInt64(bigEndian: slice.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)))
+    }
+
+    private func encode(_ entry: L2Entry, into slice: UnsafeMutableRawBufferPointer, slot: Int) {
+        let at = slot * entryBytes
+        guard slot >= 0, at + entryBytes <= slice.count else { return }
+        slice.storeBytes(of: entry.word.bigEndian, toByteOffset: at, as: UInt64.self)
+        if entryBytes == 16 { slice.storeBytes(of: entry.bitmap.bigEndian, toByteOffset: at + 8, as: UInt64.self) }
     }
 }
 

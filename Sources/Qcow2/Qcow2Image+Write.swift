@@ -176,10 +176,7 @@ extension Qcow2Image {
             let old = current & L2Entry.offsetMask
             if current & L2Entry.copiedFlag != 0 && old != 0 { return old }
             guard let store = refcountStore else { throw BlockDeviceError(.readOnly, "qcow2: image is read-only") }
-            var bytes = [UInt8](repeating: 0, count: Int(geometry.clusterSize))
-            if old != 0 {
-                for (i, w) in try tables.words(of: old).enumerated() where w != 0 { bytes.putBE64(w, at: i * 8) }
-            }
+            let bytes = old == 0 ? [UInt8](repeating: 0, count: Int(geometry.clusterSize)) : try tables.tableBytes(of: old)
             let table = try store.allocate()
             tables.forgetTable(at: table)
             try file.write(bytes, at: table)

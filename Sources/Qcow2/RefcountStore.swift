@@ -17,7 +17,7 @@ final class RefcountStore {
     private(set) var tableClusters: UInt64
     private var table: [UInt64]
     /// Cached slices of refcount blocks, by the host offset of their first byte.
-    private var slices: LRUCache<UInt64, [UInt8]>
+    private let slices: SliceCache
     private let sliceBytes: UInt64
     private let countersPerSlice: UInt64
     /// No cluster below this index has refcount 0 (first-fit search starts here).
@@ -35,7 +35,7 @@ final class RefcountStore {
         self.tableClusters = tableClusters
         sliceBytes = min(geometry.clusterSize, MappingTables.maxSliceBytes)
         countersPerSlice = sliceBytes * 8 / geometry.refcountBits
-        slices = LRUCache(capacity: Int(clamping: max(UInt64(Self.minimumSlices), cacheBytes / sliceBytes)))
+        slices = SliceCache(sliceBytes: Int(sliceBytes), capacityBytes: cacheBytes, minimumSlices: Self.minimumSlices)
         let bytes = try file.readExactly(Int(tableClusters * geometry.clusterSize), at: tableOffset, what: "refcount table")
         table = (0..<bytes.count / 8).map { bytes.be64(at: $0 * 8) }
         for (i, e) in table.enumerated() where e != 0 {
@@ -54,14 +54,11 @@ final class RefcountStore {
         let ti = cluster / g.refcountsPerBlock
         guard ti < UInt64(table.count), table[Int(ti)] != 0 else { return 0 }
         let (key, index) = try locate(cluster)
-        return Self.read(try loadSlice(key), index: index, bits: g.refcountBits)
+        return try withSlice(key) { Self.read($0, index: index, bits: g.refcountBits) }
     }
 
     /// How the slice cache is doing (for logs and metrics).
-    var statistics: Qcow2CacheStatistics {
-        Qcow2CacheStatistics(capacityBytes: UInt64(slices.capacity) * sliceBytes, cachedBytes: UInt64(slices.count) * sliceBytes,
-                             hits: slices.hits, misses: slices.misses, evictions: slices.evictions)
-    }
+    var statistics: Qcow2CacheStatistics { slices.statistics }
 
     /// Whether a refcount block describing `cluster` exists.
     func hasBlock(for cluster: UInt64) -> Bool {
@@ -87,14 +84,21 @@ final class RefcountStore {
     /// Sets a counter whose refcount block already exists, writing the changed bytes through.
     private func setExisting(_ cluster: UInt64, _ value: UInt64) throws {
         let (key, index) = try locate(cluster)
-        var slice = try loadSlice(key)
-        Self.write(&slice, index: index, bits: g.refcountBits, value: value)
         let (start, length) = Self.byteRange(index: index, bits: g.refcountBits)
-        guard start >= 0, start + length <= slice.count else {
+        guard start >= 0, start + length <= Int(sliceBytes) else {
             throw BlockDeviceError(.io, "qcow2: refcount of host cluster \(cluster) lies outside its slice")
         }
-        try file.write(Array(slice[start..<start + length]), at: key + UInt64(start))
-        slices.insert(key, slice)
+        let changed = try withSlice(key) { slice -> [UInt8] in
+            var counters = slice
+            Self.write(&counters, index: index, bits: g.refcountBits, value: value)
+            return Array(slice[start..<start + length])
+        }
+        do {
+            try file.write(changed, at: key + UInt64(start))
+        } catch {
+            slices.forget(key)  // the cache must not hold what the disk does not
+            throw error
+        }
     }
 
     /// The slice holding `cluster`'s counter (its host offset) and the counter's index in it;
@@ -260,18 +264,16 @@ final class RefcountStore {
         for c in 0..<oldClusters { try decrement((oldOffset >> g.clusterBits) + c) }
     }
 
-    private func loadSlice(_ key: UInt64) throws -> [UInt8] {
-        if let cached = slices.value(for: key) { return cached }
-        let slice = try file.readExactly(Int(sliceBytes), at: key, what: "refcount block")
-        slices.insert(key, slice)
-        return slice
+    /// Runs `body` on the cached slice at `key`, loading it from disk on a miss.
+    private func withSlice<T>(_ key: UInt64, _ body: (UnsafeMutableRawBufferPointer) throws -> T) throws -> T {
+        try slices.withSlice(key, load: { try file.readExactly(into: $0, at: key, what: "refcount block") }, body)
     }
 
     /// Drops cached slices of a cluster that now holds a new refcount block.
     private func forgetSlices(ofBlockAt offset: UInt64) {
         var sliceStart: UInt64 = 0
         while sliceStart < g.clusterSize {
-            slices.remove(offset + sliceStart)
+            slices.forget(offset + sliceStart)
             sliceStart += sliceBytes
         }
     }
@@ -280,7 +282,7 @@ final class RefcountStore {
 
     /// Counters of 8 bits and more are big-endian integers; narrower ones are packed from the
     /// least significant bits of each byte upward.
-    static func read(_ block: [UInt8], index: Int, bits: UInt64) -> UInt64 {
+    static func read<Block: Collection<UInt8>>(_ block: Block, index: Int, bits: UInt64) -> UInt64 where Block.Index == Int {
         if bits >= 8 {
             let n = Int(bits / 8)
             var v: UInt64 = 0
@@ -292,7 +294,7 @@ final class RefcountStore {
         return (UInt64(block[index / perByte]) >> shift) & ((1 << bits) - 1)
     }
 
-    static func write(_ block: inout [UInt8], index: Int, bits: UInt64, value: UInt64) {
+    static func write<Block: MutableCollection<UInt8>>(_ block: inout Block, index: Int, bits: UInt64, value: UInt64) where Block.Index == Int {
         if bits >= 8 {
             let n = Int(bits / 8)
             for k in 0..<n { block[index * n + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(n - 1 - k))) }
