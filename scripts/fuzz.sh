@@ -8,7 +8,9 @@
 #                                          non-zero exit on any crash, sanitizer report, leak or timeout
 #   scripts/fuzz.sh --long [SECONDS]       every target, cheapest first, until 10 million executions
 #                                          (FUZZ_RUNS) or SECONDS (default 3600) each; the final
-#                                          statistics go to .fuzz-work/long-run.tsv
+#                                          statistics go to .fuzz-work/long-run.tsv; with
+#                                          FUZZ_DEADLINE (a date, e.g. 03:40) each target gets at
+#                                          most an equal share of the time left until then
 #   scripts/fuzz.sh --replay TARGET FILE…  run the target on given inputs (e.g. a crash artifact)
 #   scripts/fuzz.sh --build                only build
 #
@@ -129,9 +131,18 @@ case "${1:-}" in
         export FUZZ_RUNS=${FUZZ_RUNS:-10000000}
         [[ -f .fuzz-work/long-run.tsv ]] || printf 'date\ttarget\texecs\tcov\tft\tcorpus\tseconds\texit\n' > .fuzz-work/long-run.tsv
         status=0
+        left=${#targets[@]}
         for target in "${targets[@]}"; do
             start=$(date +%s)
-            if run "$target" "$seconds" >/dev/null 2>&1; then rc=0; else rc=$?; status=1; fi
+            budget=$seconds
+            if [[ -n ${FUZZ_DEADLINE:-} ]]; then
+                # Share the time left until the deadline among the targets still to run.
+                share=$(( ($(date -d "$FUZZ_DEADLINE" +%s) - start) / left ))
+                [[ $share -lt $budget ]] && budget=$share
+                [[ $budget -lt 30 ]] && budget=30
+            fi
+            left=$((left - 1))
+            if run "$target" "$budget" >/dev/null 2>&1; then rc=0; else rc=$?; status=1; fi
             summarize "$target" "$(( $(date +%s) - start ))" "$rc" | tee -a .fuzz-work/long-run.tsv
         done
         exit "$status"

@@ -19,7 +19,9 @@ case $server in
     *) echo "unknown server $server" >&2; exit 2 ;;
 esac
 python3 Fuzz/tools/record-relay.py "$relay" "$port" "$work/cap" &
-sleep 1
+# Wait for the server, then the relay (probing the relay would count as a connection).
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do ss -ltn | grep -q ":$relay " && break; sleep 0.1; done
 uri=nbd://127.0.0.1:$relay/disk
 run_client() {
     case $1 in
