@@ -156,8 +156,10 @@ def run_crash(ctx):
                 leaky = False
                 ctx.log("leaks repaired with qemu-img check -r leaks")
         srv.start()
-        driver.read_back(srv.sock, model, "candidates")
-        ctx.log("after restart: every byte is one of its candidates")
+        st = {}
+        driver.read_back(srv.sock, model, "candidates", stats=st)
+        ctx.log("after restart: every byte is one of its candidates (%d pieces had several, "
+                "%d ranges read as an older one)" % (st.get("uncertain", 0), st.get("older", 0)))
         pos = nxt
     eng.run(ops, pos, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv)
     ctx.log("ops ok: %s" % eng.stats)

@@ -279,10 +279,13 @@ class Engine:
         raise CaseFailure("BLOCK_STATUS %d+%d: range not covered after 256 requests" % (op.off, op.length))
 
 
-def read_back(sock, model, mode, rng=None, spot_reads=0, chunk=4 << 20):
+def read_back(sock, model, mode, rng=None, spot_reads=0, chunk=4 << 20, stats=None):
     """Read every modelled range back and check it: mode 'latest' (server alive all
     along; undefined bytes are then pinned to what was read) or 'candidates' (after a
-    crash; every range is then pinned). Plus random spot reads anywhere on the disk."""
+    crash; every range is then pinned). Plus random spot reads anywhere on the disk.
+    `stats` (crash mode) counts pieces with several candidates and ranges that read as an
+    older candidate than the latest."""
+    stats = {} if stats is None else stats
     h = connect(sock)
     try:
         for a, b in list(model.ranges(chunk)):
@@ -298,6 +301,10 @@ def read_back(sock, model, mode, rng=None, spot_reads=0, chunk=4 << 20):
                 err = model.check_candidates(a, got)
                 if err:
                     raise CaseFailure("after crash: " + err)
+                if model.check_latest(a, got):
+                    stats["older"] = stats.get("older", 0) + 1   # a write did not survive (allowed)
+                stats["uncertain"] = stats.get("uncertain", 0) + sum(
+                    1 for _, _, ent in model.pieces(a, b) if len(ent) > 1)
                 model.set_actual(a, got)
         for _ in range(spot_reads):
             n = rng.randint(1, 256 << 10)
