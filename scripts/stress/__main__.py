@@ -108,6 +108,9 @@ def main(argv=None):
         left = procs.kill_all()
         if left:
             print("stress: killed leftover processes %s" % left)
+    if a.list:
+        print("stress: listed %d case(s)" % passed)
+        return 0
     if ran:
         print("stress: seeds run: %s" % " ".join(map(str, ran)))
     if failed:
