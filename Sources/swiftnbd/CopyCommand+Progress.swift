@@ -21,7 +21,13 @@ final class CopyProgress: @unchecked Sendable {
     /// nbdcopy's --progress=FD, for programs that watch a copy).
     private var barOnStderr = false
     private var machineFD: Int32?
+    /// Only under `output`.
     private var lastPercent = -1
+
+    /// Serializes the reports (and `lastPercent`): the reporter thread and `stop()` both report,
+    /// and a periodic report must never land after the final one (a stale "97/100" after
+    /// "100/100"). Taken before `lock`, never inside it.
+    private let output = ConditionLock()
 
     /// Starts reporting every 200 ms until `stop()`.
     func start(bar: Bool, machineFD: Int32?) {
@@ -29,21 +35,28 @@ final class CopyProgress: @unchecked Sendable {
         barOnStderr = bar
         self.machineFD = machineFD
         try? spawnThread { [self] in
-            while !lock.withLock({ finished }) {
+            while output.withLock({ () -> Bool in
+                guard !lock.withLock({ finished }) else { return false }
                 report(final: false)
+                return true
+            }) {
                 usleep(200_000)
             }
         }
     }
 
+    /// Ends the reports; with `drawFinal`, the final one is the last thing written.
     func stop(drawFinal: Bool) {
-        let wasRunning = lock.withLock { () -> Bool in
-            defer { finished = true }
-            return !finished
+        output.withLock {
+            let wasRunning = lock.withLock { () -> Bool in
+                defer { finished = true }
+                return !finished
+            }
+            if drawFinal && wasRunning { report(final: true) }
         }
-        if drawFinal && wasRunning { report(final: true) }
     }
 
+    /// Called with `output` held.
     private func report(final: Bool) {
         if barOnStderr { draw(final: final) }
         if let fd = machineFD {

@@ -158,6 +158,11 @@ struct ClientSwiftnbdInteropTests {
         #expect(result.succeeded, "\(result)")
         let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
         #expect(lines.last == "100/100", "\(lines)")
+        // Never a stale periodic line after the final one (the reporter thread and the final
+        // report raced; ThreadSanitizer found it): percentages only go up, 100 comes once.
+        let percents = lines.compactMap { Int($0.split(separator: "/").first ?? "") }
+        #expect(percents.count == lines.count && percents == percents.sorted(), "\(lines)")
+        #expect(lines.filter { $0 == "100/100" }.count == 1, "\(lines)")
         #expect(filesEqual(source, target))
         let bad = try P.swiftnbd(["copy", "--progress-fd", "77", source, target])
         #expect(!bad.succeeded)
