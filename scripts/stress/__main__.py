@@ -34,6 +34,9 @@ def main(argv=None):
     ap.add_argument("--no-keep", action="store_true", help="delete temp dirs of failed cases too")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each step of each case")
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--depth", type=int, choices=[1, 4, 16],
+                    help="force the requests in flight per connection (1 replays seeds of runs "
+                         "made before aio cases existed, commit d82d90a and earlier)")
     a = ap.parse_args(argv)
 
     def on_term(signum, frame):   # CI timeouts send SIGTERM: clean up like Ctrl-C
@@ -70,6 +73,8 @@ def main(argv=None):
             if a.budget and time.monotonic() - t0 >= a.budget:
                 break
             case = case_from_seed(seed)
+            if a.depth:
+                case.depth = a.depth
             if a.list:
                 print("seed=%d %s" % (seed, case.describe()))
                 passed += 1

@@ -113,7 +113,7 @@ def run_plain(ctx):
     ops = generate(case)
     eng = driver.Engine(model, ctx.log)
     cut = len(ops) // 2 if case.restart else len(ops)
-    eng.run(ops, 0, cut, srv.sock, case.conns, OPS_TIMEOUT, server=srv)
+    eng.run(ops, 0, cut, srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     if cut < len(ops):
         srv.stop()
         ctx.log("graceful restart after op %d: exit 0" % cut)
@@ -121,7 +121,7 @@ def run_plain(ctx):
             ctx.log("qemu-img check: " + images.check(img))
         srv.start()
         driver.read_back(srv.sock, model, "latest", rng)
-        eng.run(ops, cut, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv)
+        eng.run(ops, cut, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     ctx.log("%d ops ok: %s" % (len(ops), eng.stats))
     _finish(ctx, srv, model, img, rng)
 
@@ -141,7 +141,8 @@ def run_crash(ctx):
     for n, k in enumerate(kills):
         if k < pos:
             continue
-        nxt = eng.run(ops, pos, len(ops), srv.sock, case.conns, OPS_TIMEOUT, kill_at=k, server=srv)
+        nxt = eng.run(ops, pos, len(ops), srv.sock, case.conns, OPS_TIMEOUT, kill_at=k, server=srv,
+                      depth=case.depth)
         srv.crash()
         rc = srv.proc.returncode
         if rc != -9:
@@ -161,7 +162,7 @@ def run_crash(ctx):
         ctx.log("after restart: every byte is one of its candidates (%d pieces had several, "
                 "%d ranges read as an older one)" % (st.get("uncertain", 0), st.get("older", 0)))
         pos = nxt
-    eng.run(ops, pos, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv)
+    eng.run(ops, pos, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     ctx.log("ops ok: %s" % eng.stats)
     _finish(ctx, srv, model, img, rng, allow_leaks=leaky)
 
@@ -187,7 +188,7 @@ def run_copy(ctx):
     srv.start()
     ops = generate(case)
     eng = driver.Engine(model, ctx.log)
-    eng.run(ops, 0, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv)
+    eng.run(ops, 0, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     ctx.log("source pattern written: %s" % eng.stats)
     _finish(ctx, srv, model, src, rng)
     ext = case.copy_dst_fmt

@@ -17,6 +17,7 @@ from . import model as M
 from .workload import WRITE, ZERO, TRIM, FLUSH, READ, BSTATUS, payload
 
 STATE_HOLE, STATE_ZERO = 1, 2
+BUSY = object()   # _dispatch(block=False): the next op's range is in flight
 
 
 class CaseFailure(Exception):
@@ -49,11 +50,12 @@ class Engine:
 
     # -- one run of ops[start:stop] ----------------------------------------------------
     def run(self, ops, start, stop, sock, conns, timeout, kill_at=None, server=None,
-            rng=None):
+            rng=None, depth=1):
         """Run ops[start:stop]. With kill_at, SIGKILL the server a moment after op index
         kill_at is dispatched (other requests are then in flight) and return the index of
         the first op not dispatched."""
         self.ops, self.next, self.stop = ops, start, stop
+        self.depth = depth
         self.inflight = []          # (a, b) ranges in flight
         self.failure = None
         self.killed = False
@@ -105,8 +107,10 @@ class Engine:
     def _overlaps(self, a, b):
         return any(a < y and x < b for x, y in self.inflight)
 
-    def _dispatch(self):
-        """Next op in order once its range is free; None when done, failed or killed."""
+    def _dispatch(self, block=True):
+        """Next op in order once its range is free; (None, None) when done, failed or
+        killed; with block=False, (BUSY, None) instead of waiting for a busy range (an aio
+        worker must keep polling: the range may be held by its own request)."""
         with self.cv:
             while True:
                 if self.failure or self.killed or self.next >= self.stop:
@@ -115,10 +119,13 @@ class Engine:
                 rng = (op.off, op.end()) if op.kind != FLUSH else (0, 0)
                 if op.kind == FLUSH or not self._overlaps(*rng):
                     break
+                if not block:
+                    return BUSY, None
                 self.cv.wait(1.0)
             idx = self.next
             self.next += 1
             self.inflight.append(rng)
+            self.stats["max_in_flight"] = max(self.stats.get("max_in_flight", 0), len(self.inflight))
             snap = None
             if op.kind == WRITE:
                 data = payload(op)
@@ -160,6 +167,8 @@ class Engine:
             self.cv.notify_all()
 
     def _worker(self, h, wid):
+        if self.depth > 1:
+            return self._worker_aio(h, wid)
         while True:
             op, ctx = self._dispatch()
             if op is None:
@@ -182,6 +191,105 @@ class Engine:
                         self.inflight.remove(rng)
                 self._fail("%s on connection %d: %s" % (op.describe(), wid, e))
                 return
+
+    def _worker_aio(self, h, wid):
+        """Up to `depth` requests in flight on this connection (libnbd aio), so the server
+        sees pipelined requests and may reply out of order. BLOCK_STATUS stays a sync call
+        (libnbd keeps the other requests of the handle moving while it waits)."""
+        mine = []   # [cookie, op, rng, snap, buffer]
+        while True:
+            still = []
+            for item in mine:
+                cookie, op, rng, snap, buf = item
+                try:
+                    done = h.aio_command_completed(cookie)
+                    if done:
+                        self._complete_aio(op, rng, snap, buf)
+                except nbd.Error as e:
+                    return self._worker_error(op, rng, wid, e, mine)
+                except CaseFailure as e:
+                    return self._worker_check_failed(op, rng, wid, e)
+                if not done:
+                    still.append(item)
+            mine = still
+            if len(mine) < self.depth:
+                op, ctx = self._dispatch(block=not mine)
+                if op is None:
+                    if not mine or self.failure or self.killed:
+                        return
+                elif op is not BUSY:
+                    rng, snap = ctx
+                    try:
+                        item = self._issue_aio(h, op, rng, snap)
+                    except nbd.Error as e:
+                        return self._worker_error(op, rng, wid, e, mine)
+                    except CaseFailure as e:
+                        return self._worker_check_failed(op, rng, wid, e)
+                    if item is not None:
+                        mine.append(item)
+                    continue
+            if mine:
+                try:
+                    h.poll(50)
+                except nbd.Error as e:
+                    return self._worker_error(mine[0][1], mine[0][2], wid, e, mine[1:])
+
+    def _worker_error(self, op, rng, wid, e, others):
+        with self.cv:
+            for r in [rng] + [x[2] for x in others if x[1] is not op]:
+                if r in self.inflight:
+                    self.inflight.remove(r)
+            killed = self.killed
+            self.cv.notify_all()
+        if not killed:
+            self._fail("%s on connection %d failed: %s" % (op.describe(), wid, e))
+
+    def _worker_check_failed(self, op, rng, wid, e):
+        with self.cv:
+            if rng in self.inflight:
+                self.inflight.remove(rng)
+        self._fail("%s on connection %d: %s" % (op.describe(), wid, e))
+
+    def _issue_aio(self, h, op, rng, snap):
+        fua = nbd.CMD_FLAG_FUA if op.fua else 0
+        buf = None
+        if op.kind == WRITE:
+            buf = nbd.Buffer.from_bytearray(bytearray(snap))
+            cookie = h.aio_pwrite(buf, op.off, flags=fua)
+        elif op.kind == ZERO:
+            cookie = h.aio_zero(op.length, op.off, flags=fua | (nbd.CMD_FLAG_NO_HOLE if op.no_hole else 0))
+        elif op.kind == TRIM:
+            cookie = h.aio_trim(op.length, op.off, flags=fua)
+        elif op.kind == FLUSH:
+            try:
+                cookie = h.aio_flush()
+            except nbd.Error:
+                with self.cv:
+                    self.pending.extend(snap)
+                raise
+        elif op.kind == READ:
+            buf = nbd.Buffer(op.length)
+            cookie = h.aio_pread(buf, op.off)
+        else:
+            self._block_status(h, op)
+            self._done(op, rng)
+            return None
+        return [cookie, op, rng, snap, buf]
+
+    def _complete_aio(self, op, rng, snap, buf):
+        dur = (op.off, op.end(), op.seq)
+        if op.kind in (WRITE, ZERO, TRIM):
+            self._done(op, rng, durable=dur if op.fua else None,
+                       pending=None if op.fua else (op.seq, op.off, op.end()))
+        elif op.kind == FLUSH:
+            self._done(op, rng, putback=list(snap))
+        elif op.kind == READ:
+            got = bytes(buf.to_bytearray())
+            with self.cv:
+                err = self.model.check_latest(op.off, got)
+            if err:
+                raise CaseFailure("READ returned wrong data: " + err)
+            self._done(op, rng)
 
     def _execute(self, h, op, rng, snap):
         dur = (op.off, op.end(), op.seq)

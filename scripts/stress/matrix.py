@@ -15,6 +15,7 @@ SIZE_CLASSES = {"small": (64 * MiB, 1 * GiB), "medium": (1 * GiB, 64 * GiB),
 BACKINGS = ["none", "raw", "qcow2", "qcow2-compressed"]
 CACHES = ["default", "tiny"]
 CONNS = [1, 2, 4, 8]
+DEPTHS = [1, 4, 16]      # requests in flight per connection (1: sync calls; more: libnbd aio)
 COMPATS = ["1.1", "0.10"]
 COPY_PATHS = ["file-file", "nbd-file", "file-nbd"]
 L1_MAX_BYTES = 32 * MiB   # QEMU refuses L1 tables above 32 MiB
@@ -60,6 +61,7 @@ class Case:
     copy_dst_fmt: str = None
     copy_path: str = None
     sweep: int = 0
+    depth: int = 1
     notes: list = field(default_factory=list)
 
     def describe(self):
@@ -70,7 +72,7 @@ class Case:
                       "backing=" + self.backing, "cache=" + self.cache]
             if self.backing != "none" and self.base_fmt_cluster:
                 parts.append("base_cluster=" + human(self.base_fmt_cluster))
-        parts += ["conns=%d" % self.conns, "ops=%d" % self.ops]
+        parts += ["conns=%d" % self.conns, "depth=%d" % self.depth, "ops=%d" % self.ops]
         if self.kind == "crash":
             parts.append("kills=%d" % self.kills)
         if self.kind == "copy":
@@ -84,7 +86,7 @@ class Case:
     def coverage(self):
         """The (dimension, value) pairs this case exercises."""
         cov = {("kind", self.kind), ("fmt", self.fmt), ("size", self.size_class),
-               ("conns", self.conns), ("sweep", bool(self.sweep))}
+               ("conns", self.conns), ("sweep", bool(self.sweep)), ("depth", self.depth)}
         if self.fmt == "qcow2":
             cov |= {("cluster", self.cluster), ("extended_l2", self.extended_l2),
                     ("refcount", self.refcount_bits), ("compat", self.compat),
@@ -98,7 +100,7 @@ def all_coverage():
     cov |= {("cluster", c) for c in CLUSTERS} | {("extended_l2", b) for b in (True, False)}
     cov |= {("refcount", r) for r in REFCOUNTS} | {("compat", c) for c in COMPATS}
     cov |= {("backing", b) for b in BACKINGS} | {("cache", c) for c in CACHES}
-    cov |= {("sweep", b) for b in (True, False)}
+    cov |= {("sweep", b) for b in (True, False)} | {("depth", d) for d in DEPTHS}
     # The copy path (file-file, nbd-file, file-nbd) and destination format are drawn at
     # random, not covered per round: a copy case costs more than the others and a
     # 2-minute run can afford one.
@@ -185,6 +187,8 @@ def case_from_seed(seed):
     sweep_draw = rng.random()
     if kind != "copy" and sweep_draw < 0.4:
         c.sweep = int(1500 + 3500 * rng.random())
+    # Drawn last so that the fields above stay what they were for seeds from before.
+    c.depth = rng.choice(DEPTHS)
     return c
 
 
