@@ -34,6 +34,7 @@ def main(argv=None):
     ap.add_argument("--no-keep", action="store_true", help="delete temp dirs of failed cases too")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each step of each case")
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--self-test", action="store_true", help="check the tester itself (no server), then exit")
     ap.add_argument("--depth", type=int, choices=[1, 4, 16],
                     help="force the requests in flight per connection (1 replays seeds of runs "
                          "made before aio cases existed, commit d82d90a and earlier)")
@@ -44,8 +45,14 @@ def main(argv=None):
 
     import signal
     signal.signal(signal.SIGTERM, on_term)
+    if a.self_test:
+        from .selftest import main as self_test
+        return self_test()
     if a.long:
         a.budget = 3600.0
+    if a.budget and not a.list:
+        from .selftest import main as self_test
+        self_test()     # < 1 s: an assertion here means the tester itself is broken
     exe = binary()
     if not os.path.exists(exe):
         print("stress: no swiftnbd binary at %s (build it, or set SWIFTNBD)" % exe, file=sys.stderr)
