@@ -13,6 +13,7 @@ import time
 
 import nbd
 
+from . import aiobuf
 from . import model as M
 from .workload import WRITE, ZERO, TRIM, FLUSH, READ, BSTATUS, payload
 
@@ -254,8 +255,10 @@ class Engine:
         fua = nbd.CMD_FLAG_FUA if op.fua else 0
         buf = None
         if op.kind == WRITE:
-            buf = nbd.Buffer.from_bytearray(bytearray(snap))
-            cookie = h.aio_pwrite(buf, op.off, flags=fua)
+            m, view = aiobuf.take(len(snap))
+            view[:] = snap
+            buf = m
+            cookie = h.aio_pwrite(nbd.Buffer.from_buffer(view), op.off, flags=fua)
         elif op.kind == ZERO:
             cookie = h.aio_zero(op.length, op.off, flags=fua | (nbd.CMD_FLAG_NO_HOLE if op.no_hole else 0))
         elif op.kind == TRIM:
@@ -268,8 +271,9 @@ class Engine:
                     self.pending.extend(snap)
                 raise
         elif op.kind == READ:
-            buf = nbd.Buffer(op.length)
-            cookie = h.aio_pread(buf, op.off)
+            m, view = aiobuf.take(op.length)
+            buf = m
+            cookie = h.aio_pread(nbd.Buffer.from_buffer(view), op.off)
         else:
             self._block_status(h, op)
             self._done(op, rng)
@@ -278,13 +282,16 @@ class Engine:
 
     def _complete_aio(self, op, rng, snap, buf):
         dur = (op.off, op.end(), op.seq)
+        if op.kind == WRITE:
+            aiobuf.give_back(buf)
         if op.kind in (WRITE, ZERO, TRIM):
             self._done(op, rng, durable=dur if op.fua else None,
                        pending=None if op.fua else (op.seq, op.off, op.end()))
         elif op.kind == FLUSH:
             self._done(op, rng, putback=list(snap))
         elif op.kind == READ:
-            got = bytes(buf.to_bytearray())
+            got = buf[:op.length]       # mmap slice: a copy
+            aiobuf.give_back(buf)
             with self.cv:
                 err = self.model.check_latest(op.off, got)
             if err:
