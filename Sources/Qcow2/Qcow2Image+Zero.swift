@@ -85,6 +85,10 @@ extension Qcow2Image {
     private func zeroEntryUpdate(at guest: UInt64, unmap: Bool) throws -> L2Update? {
         let current = try lookupEntry(guest)
         let old = current.entry
+        // Unallocated with nothing below reads as zero already: no entry to change, and above
+        // all no L2 table to create (zeroing the holes of a sparse multi-TiB image would
+        // otherwise write every table of it).
+        if backing == nil && old == .unallocated { return nil }
         var new: L2Entry
         if geometry.extendedL2 {
             new = L2Entry(word: 0, bitmap: L2Entry.allSubclustersZero)

@@ -6,7 +6,7 @@ import Testing
 struct CredentialFilesTests {
     @Test("a missing directory names the missing CA file")
     func missingDirectory() {
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: "/nonexistent/pki"))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: "/nonexistent/pki"), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message == "CA certificate file '/nonexistent/pki/ca-cert.pem' is missing")
     }
 
@@ -14,7 +14,7 @@ struct CredentialFilesTests {
     func missingServerKey() throws {
         let pki = try TestPKI()
         try FileManager.default.removeItem(atPath: "\(pki.directory)/server-key.pem")
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message.contains("private key file '\(pki.directory)/server-key.pem' is missing") == true)
     }
 
@@ -22,7 +22,7 @@ struct CredentialFilesTests {
     func malformedCertificate() throws {
         let pki = try TestPKI()
         try "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n".write(toFile: "\(pki.directory)/server-cert.pem", atomically: true, encoding: .utf8)
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message.contains("server-cert.pem' is not a readable PEM certificate") == true, "\(String(describing: error))")
     }
 
@@ -47,7 +47,7 @@ struct CredentialFilesTests {
         let pki = try TestPKI()
         try FileManager.default.removeItem(atPath: "\(pki.directory)/server-key.pem")
         try FileManager.default.copyItem(atPath: "\(pki.directory)/client-key.pem", toPath: "\(pki.directory)/server-key.pem")
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message.contains("cannot use certificate") == true, "\(String(describing: error))")
     }
 
@@ -55,7 +55,7 @@ struct CredentialFilesTests {
     func malformedDHParameters() throws {
         let pki = try TestPKI()
         try "-----BEGIN DH PARAMETERS-----\nAAAA\n-----END DH PARAMETERS-----\n".write(toFile: "\(pki.directory)/dh-params.pem", atomically: true, encoding: .utf8)
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message.contains("cannot load DH parameters '\(pki.directory)/dh-params.pem'") == true, "\(String(describing: error))")
     }
 
@@ -63,7 +63,7 @@ struct CredentialFilesTests {
     func malformedCRL() throws {
         let pki = try TestPKI()
         try "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".write(toFile: "\(pki.directory)/ca-crl.pem", atomically: true, encoding: .utf8)
-        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory))) }
+        let error = #expect(throws: TLSError.self) { try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout)) }
         #expect(error?.message.contains("ca-crl.pem") == true, "\(String(describing: error))")
     }
 
@@ -86,7 +86,7 @@ struct CredentialFilesTests {
     func badPriority() throws {
         let pki = try TestPKI()
         let error = #expect(throws: TLSError.self) {
-            try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), priority: "NORMAL:+BOGUS"))
+            try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), priority: "NORMAL:+BOGUS", handshakeTimeout: testHandshakeTimeout))
         }
         #expect(error?.message.contains("TLS priority string 'NORMAL:+BOGUS' is invalid") == true, "\(String(describing: error))")
     }
@@ -96,10 +96,10 @@ struct CredentialFilesTests {
         let pki = try TestPKI()
         #expect(throws: TLSError.self) {
             try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false,
-                                                        authorizedDNs: try DNAuthorizationList(parsing: ["CN=x"])))
+                                                        authorizedDNs: try DNAuthorizationList(parsing: ["CN=x"]), handshakeTimeout: testHandshakeTimeout))
         }
         #expect(throws: TLSError.self) {
-            try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), authorizedDNs: try DNAuthorizationList(parsing: ["CN=x"])))
+            try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), authorizedDNs: try DNAuthorizationList(parsing: ["CN=x"]), handshakeTimeout: testHandshakeTimeout))
         }
     }
 }

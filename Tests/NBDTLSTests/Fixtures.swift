@@ -74,3 +74,8 @@ extension Result {
     var tlsError: TLSError? { error as? TLSError }
     var value: Success? { try? get() }
 }
+
+/// Server handshake timeout for tests whose subject is not the timeout: generous, because
+/// under AddressSanitizer on a loaded 2-core machine a handshake between parallel tests has
+/// taken longer than the production default of 10 s (seen in CI's sanitizer stage).
+let testHandshakeTimeout: Double = 120

@@ -66,7 +66,7 @@ struct PriorityCacheTests {
         let pki = try TestPKI()
         #expect {
             _ = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
-                                                            priority: "NORMAL:+NO-SUCH-GROUP"))
+                                                            priority: "NORMAL:+NO-SUCH-GROUP", handshakeTimeout: testHandshakeTimeout))
         } throws: { error in
             (error as? TLSError)?.message.contains("near '+NO-SUCH-GROUP'") == true
         }

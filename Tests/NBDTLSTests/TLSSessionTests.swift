@@ -7,7 +7,7 @@ struct TLSSessionTests {
     @Test("x509 with a client certificate carries data both ways and names the client")
     func x509RoundTrip() throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let result = handshake(server: server, client: client)
         let serverSide = try result.server.get()
@@ -22,7 +22,7 @@ struct TLSSessionTests {
     @Test("a server certificate checked against its IP address SAN is accepted")
     func ipAddressSAN() throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let result = handshake(server: server, client: client, hostname: "127.0.0.1")
         #expect(result.client.error == nil, "\(String(describing: result.client.error))")
@@ -32,7 +32,7 @@ struct TLSSessionTests {
     @Test("PSK authenticates the identity and prefers AES-GCM over ChaCha20")
     func pskRoundTrip() throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
         let result = handshake(server: server, client: client, hostname: nil)
         let serverSide = try result.server.get()
@@ -45,7 +45,7 @@ struct TLSSessionTests {
     @Test("TLS 1.2 works for x509 and PSK when the server caps the version")
     func tls12() throws {
         let pki = try TestPKI()
-        let x509Server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), priority: "NORMAL:-VERS-TLS1.3"))
+        let x509Server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), priority: "NORMAL:-VERS-TLS1.3", handshakeTimeout: testHandshakeTimeout))
         let x509Client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let a = handshake(server: x509Server, client: x509Client)
         let aSession = try a.client.get()
@@ -53,7 +53,7 @@ struct TLSSessionTests {
         try exchange(try a.server.get().session, aSession)
 
         let pskServer = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile),
-                                                                    priority: TLSPriority.psk + ":-VERS-TLS1.3"))
+                                                                    priority: TLSPriority.psk + ":-VERS-TLS1.3", handshakeTimeout: testHandshakeTimeout))
         let pskClient = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
         let b = handshake(server: pskServer, client: pskClient, hostname: nil)
         let bSession = try b.client.get()
@@ -67,7 +67,7 @@ struct TLSSessionTests {
         let pki = try TestPKI()
         let scratch = Scratch()
         let wrong = try scratch.write("alice.psk", "alice:" + String(repeating: "cd", count: 32) + "\n")
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), priority: TLSPriority.psk + ":-VERS-TLS1.3"))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), priority: TLSPriority.psk + ":-VERS-TLS1.3", handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: wrong, username: "alice")))
         let result = handshake(server: server, client: client, hostname: nil)
         #expect(result.server.tlsError?.code == .psk, "\(String(describing: result.server.error))")
@@ -77,7 +77,7 @@ struct TLSSessionTests {
     @Test("a client trusting another CA refuses the server: signed by an unknown CA")
     func wrongCA() throws {
         let pki = try TestPKI(), other = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: other.directory)))
         let result = handshake(server: server, client: client)
         let error = try #require(result.client.tlsError)
@@ -89,7 +89,7 @@ struct TLSSessionTests {
     @Test("a certificate for another hostname is refused by name")
     func wrongHostname() throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let result = handshake(server: server, client: client, hostname: "elsewhere.example")
         let error = try #require(result.client.tlsError)
@@ -100,7 +100,7 @@ struct TLSSessionTests {
     @Test("tls-hostname overrides the connect name")
     func hostnameOverride() throws {
         let pki = try TestPKI(hostnames: ["nbd.example"], ipAddresses: [])
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory), hostnameOverride: "nbd.example"))
         let result = handshake(server: server, client: client, hostname: "127.0.0.1")
         #expect(result.client.error == nil, "\(String(describing: result.client.error))")
@@ -109,7 +109,7 @@ struct TLSSessionTests {
     @Test("verification off accepts a server from another CA")
     func verifyPeerOff() throws {
         let pki = try TestPKI(), other = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false, handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: other.directory), verifyPeer: false))
         let result = handshake(server: server, client: client)
         #expect(result.client.error == nil, "\(String(describing: result.client.error))")
@@ -121,7 +121,7 @@ struct TLSSessionTests {
         let pki = try TestPKI()
         let scratch = Scratch()
         let bobFile = try scratch.write("bob.psk", "bob:" + String(repeating: "ab", count: 32) + "\n")
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: bobFile, username: "bob")))
         let result = handshake(server: server, client: client, hostname: nil)
         let error = try #require(result.server.tlsError)
@@ -135,7 +135,7 @@ struct TLSSessionTests {
         let pki = try TestPKI()
         let scratch = Scratch()
         let wrong = try scratch.write("alice.psk", "alice:" + String(repeating: "cd", count: 32) + "\n")
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: wrong, username: "alice")))
         let result = handshake(server: server, client: client, hostname: nil)
         let serverError = try #require(result.server.tlsError)
@@ -148,7 +148,7 @@ struct TLSSessionTests {
     @Test("a client without a certificate is refused by a verifying server, and told why")
     func missingClientCertificate() throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: try pki.caOnlyDirectory())))
         let result = handshake(server: server, client: client)
         let serverError = try #require(result.server.tlsError)
@@ -173,7 +173,7 @@ struct TLSSessionTests {
         try FileManager.default.copyItem(atPath: "\(pki.directory)/ca-cert.pem", toPath: "\(clientDir)/ca-cert.pem")
         try FileManager.default.copyItem(atPath: "\(other.directory)/client-cert.pem", toPath: "\(clientDir)/client-cert.pem")
         try FileManager.default.copyItem(atPath: "\(other.directory)/client-key.pem", toPath: "\(clientDir)/client-key.pem")
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: clientDir)))
         let result = handshake(server: server, client: client)
         let serverError = try #require(result.server.tlsError)
@@ -186,7 +186,7 @@ struct TLSSessionTests {
     func expiredServer() throws {
         let now = Int(Date().timeIntervalSince1970)
         let pki = try TestPKI(leafValidity: (now - 10 * 86400, now - 86400))
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false, handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let error = try #require(handshake(server: server, client: client).client.tlsError)
         #expect(error.message.contains("certificate expired"), "\(error)")
@@ -196,7 +196,7 @@ struct TLSSessionTests {
     func notYetValidServer() throws {
         let now = Int(Date().timeIntervalSince1970)
         let pki = try TestPKI(leafValidity: (now + 86400, now + 10 * 86400))
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), verifyPeer: false, handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let error = try #require(handshake(server: server, client: client).client.tlsError)
         #expect(error.message.contains("not yet valid"), "\(error)")
@@ -210,7 +210,7 @@ struct TLSSessionTests {
         let clientCert = try Certificate.loadChain(fromFile: "\(pki.directory)/client-cert.pem")[0]
         let crl = try RevocationList(revoking: [clientCert], authority: ca, authorityKey: caKey, thisUpdate: Int(Date().timeIntervalSince1970) - 60)
         try crl.pemEncoded().write(toFile: "\(pki.directory)/ca-crl.pem", atomically: true, encoding: .utf8)
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory), handshakeTimeout: testHandshakeTimeout))
         let serverDir = pki.scratch.subdirectory("client-view")
         for name in ["ca-cert.pem", "client-cert.pem", "client-key.pem"] {
             try FileManager.default.copyItem(atPath: "\(pki.directory)/\(name)", toPath: "\(serverDir)/\(name)")
@@ -227,12 +227,12 @@ struct TLSSessionTests {
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         for allowed in ["CN=laptop,O=SwiftNBD", "O=SwiftNBD,CN=laptop"] {
             let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
-                                                                     authorizedDNs: try DNAuthorizationList(parsing: [allowed])))
+                                                                     authorizedDNs: try DNAuthorizationList(parsing: [allowed]), handshakeTimeout: testHandshakeTimeout))
             let outcome = try handshake(server: server, client: client).server.get()
             #expect(outcome.refusal == nil, "\(allowed)")
         }
         let strict = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
-                                                                 authorizedDNs: try DNAuthorizationList(parsing: ["CN=desktop,O=SwiftNBD"])))
+                                                                 authorizedDNs: try DNAuthorizationList(parsing: ["CN=desktop,O=SwiftNBD"]), handshakeTimeout: testHandshakeTimeout))
         let outcome = try handshake(server: strict, client: client).server.get()
         #expect(outcome.refusal == "client certificate DN 'CN=laptop,O=SwiftNBD' is not authorized")
     }
@@ -242,7 +242,7 @@ struct TLSSessionTests {
         let pki = try TestPKI(clientName: "Smith, John")
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .x509(directory: pki.directory)))
         let server = try TLSServerContext(TLSServerConfiguration(credentials: .x509(directory: pki.directory),
-                                                                 authorizedDNs: try DNAuthorizationList(parsing: [#"O=SwiftNBD,CN=Smith\, John"#])))
+                                                                 authorizedDNs: try DNAuthorizationList(parsing: [#"O=SwiftNBD,CN=Smith\, John"#]), handshakeTimeout: testHandshakeTimeout))
         let outcome = try handshake(server: server, client: client).server.get()
         #expect(outcome.peerIdentity == #"CN=Smith\, John,O=SwiftNBD"#)
         #expect(outcome.refusal == nil)
@@ -276,7 +276,7 @@ struct TLSSessionTests {
     ])
     func multiPartWrites(sizes: [Int]) throws {
         let pki = try TestPKI()
-        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile)))
+        let server = try TLSServerContext(TLSServerConfiguration(credentials: .psk(keyFile: pki.pskFile), handshakeTimeout: testHandshakeTimeout))
         let client = try TLSClientContext(TLSClientConfiguration(credentials: .psk(keyFile: pki.pskFile, username: "alice")))
         let result = handshake(server: server, client: client, hostname: nil)
         let sender = try result.server.get().session, receiver = try result.client.get()

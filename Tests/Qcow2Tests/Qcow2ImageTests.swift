@@ -143,4 +143,25 @@ struct Qcow2ImageTests {
         #expect(back.allSatisfy { $0 == 0 })
         try image.close()
     }
+
+    @Test("zeroing the holes of a huge empty image writes no metadata", arguments: [false, true])
+    func zeroingHolesIsFree(mayTrim: Bool) throws {
+        let s = Scratch()
+        let path = s.path("z.qcow2")
+        try Qcow2Creator.create(at: path, options: Qcow2CreateOptions(size: 1 << 40))
+        let before = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int
+        let image = try Qcow2Image(path: path)
+        // What `copy` does for the holes of a sparse source: WRITE_ZEROES over all of it.
+        var offset: UInt64 = 0
+        while offset < image.size {
+            try image.writeZeroes(offset: offset, length: 32 << 20, mayTrim: mayTrim, fastOnly: false, fua: false)
+            offset += 1 << 34  // a sample across the whole TiB
+        }
+        try image.flush()
+        try image.close()
+        let after = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int
+        #expect(before == after, "the file grew from \(before ?? -1) to \(after ?? -1) bytes: tables were allocated")
+        let reopened = try Qcow2Image(path: path, readOnly: true)
+        #expect(try readAll(reopened, 1 << 34, 65536).allSatisfy { $0 == 0 })
+    }
 }
