@@ -46,14 +46,17 @@ let package = Package(
 
         // Test-only: libnbd as an in-process reference client.
         .systemLibrary(name: "CLibNBD", path: "Tests/CLibNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
-        .testTarget(name: "NBDProtocolTests", dependencies: ["NBDProtocol"]),
+        // Shared by the test targets: the fuzz corpora (FuzzRegressionTests) and a seeded RNG.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "NBDProtocolTests", dependencies: ["NBDProtocol", "TestSupport"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices"]),
-        .testTarget(name: "NBDTLSTests", dependencies: ["NBDTLS"]),
-        .testTarget(name: "Qcow2Tests", dependencies: ["Qcow2", "BlockDevices"]),
-        .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS"]),
-        .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS"]),
+        .testTarget(name: "NBDTLSTests", dependencies: ["NBDTLS", "TestSupport"]),
+        .testTarget(name: "Qcow2Tests", dependencies: ["Qcow2", "BlockDevices", "TestSupport"]),
+        .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS", "TestSupport"]),
+        .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS",
+                                                          "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: [
-            "CLibNBD", "NBDClient", "NBDProtocol", "BlockDevices", "Qcow2", "QMP",
+            "CLibNBD", "NBDClient", "NBDProtocol", "BlockDevices", "Qcow2", "QMP", "TestSupport",
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -6,8 +6,10 @@
 #   scripts/fuzz.sh --merge TARGET SECONDS the same, then merge what it found into Fuzz/corpus/TARGET
 #   scripts/fuzz.sh --ci                   every target for FUZZ_SECONDS (default 60) each;
 #                                          non-zero exit on any crash, sanitizer report, leak or timeout
-#   scripts/fuzz.sh --long [SECONDS]       every target, cheapest first, until 10 million executions
-#                                          (FUZZ_RUNS) or SECONDS (default 3600) each; the final
+#   scripts/fuzz.sh --long [SECONDS] [TARGET…]
+#                                          every target (or the ones named), cheapest first, until
+#                                          10 million executions (FUZZ_RUNS) or SECONDS (default
+#                                          3600) each; the final
 #                                          statistics go to .fuzz-work/long-run.tsv; with
 #                                          FUZZ_DEADLINE (a date, e.g. 03:40) each target gets at
 #                                          most an equal share of the time left until then
@@ -127,7 +129,12 @@ case "${1:-}" in
         ;;
     --long)
         seconds=${2:-3600}
-        build
+        shift $(( $# < 2 ? $# : 2 ))
+        if [[ $# -gt 0 ]]; then
+            for target in "$@"; do is_target "$target" || die "unknown target '$target' (see --list)"; done
+            targets=("$@")
+        fi
+        build "${targets[@]}"
         export FUZZ_RUNS=${FUZZ_RUNS:-10000000}
         [[ -f .fuzz-work/long-run.tsv ]] || printf 'date\ttarget\texecs\tcov\tft\tcorpus\tseconds\texit\n' > .fuzz-work/long-run.tsv
         status=0
@@ -162,7 +169,7 @@ case "${1:-}" in
         "$(binary "$target")" -merge=1 -max_len="$(max_len "$target")" "Fuzz/corpus/$target" ".fuzz-work/corpus/$target"
         ;;
     ""|-h|--help)
-        sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         target=$1

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import QMP
 
 /// Inputs the fuzzer Fuzz/qmp (docs/fuzzing.md) found, replayed through the same entry point,
@@ -9,12 +10,10 @@ import QMP
 struct QMPFuzzRegressionTests {
     @Test("every committed seed of the QMP target replays cleanly")
     func corpus() throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../Fuzz/corpus/qmp").standardizedFileURL
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasPrefix(".") }.sorted()
-        #expect(!names.isEmpty)
-        for name in names {
-            QMPFuzzEntryPoints.monitorStream(Array(try Data(contentsOf: directory.appendingPathComponent(name))))
+        let inputs = try FuzzCorpus.inputs(of: "qmp")
+        #expect(!inputs.isEmpty)
+        for input in inputs {
+            QMPFuzzEntryPoints.monitorStream(input)
         }
     }
 }

@@ -1,5 +1,6 @@
 import BlockDevices
 import Foundation
+import TestSupport
 import Qcow2
 import Testing
 
@@ -14,7 +15,7 @@ struct Qcow2ServeInteropTests {
 
     /// A seeded qemu-io script of writes, FUA writes, zero writes and flushes within `size`.
     static func script(seed: UInt64, count: Int, size: UInt64, granularity: UInt64) -> [QemuIOCommand] {
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var commands: [QemuIOCommand] = []
         // Distinct slots, so no command overwrites another one's bytes within a script.
         let slots = size / (4 * granularity)
@@ -120,7 +121,7 @@ struct Qcow2ServeInteropTests {
             try Self.qemuImg(["create", "-q", "-f", "qcow2", "-o", options, path, "\(size)"])
         }
         let iterations = Int(ProcessInfo.processInfo.environment["QCOW2_CRASH_ITERATIONS"] ?? "") ?? 120
-        var rng = SeededRandom(seed: 99)
+        var rng = SplitMix64(seed: 99)
         var kills = 0, leaked = 0, verified = 0
         for i in 0..<iterations {
             let (_, path, size, granularity) = images[i % images.count]

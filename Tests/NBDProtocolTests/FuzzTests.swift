@@ -1,21 +1,16 @@
 import Testing
+import TestSupport
 @testable import NBDProtocol
 
-/// Deterministic pseudo-random bytes (SplitMix64), so failures reproduce.
+/// Deterministic pseudo-random bytes, so failures reproduce.
 struct SeededBytes {
-    var state: UInt64
+    private var rng: SplitMix64
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
+    init(state: UInt64) { rng = SplitMix64(seed: state) }
 
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        (0 ..< count).map { _ in UInt8(truncatingIfNeeded: next()) }
-    }
+    mutating func next() -> UInt64 { rng.next() }
+
+    mutating func bytes(_ count: Int) -> [UInt8] { rng.bytes(count) }
 
     /// Mostly small lengths, sometimes the dangerous edge values.
     mutating func interestingU32() -> UInt32 {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Qcow2
 
 /// Inputs the fuzzers (Fuzz/qcow2; docs/fuzzing.md) found,
@@ -13,15 +14,5 @@ struct Qcow2FuzzRegressionTests {
         for input in inputs {
             Qcow2FuzzEntryPoints.image(input)
         }
-    }
-}
-
-/// The committed seeds and regression inputs of a fuzz target (Fuzz/corpus/TARGET).
-enum FuzzCorpus {
-    static func inputs(of target: String) throws -> [[UInt8]] {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../Fuzz/corpus/\(target)").standardizedFileURL
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { !$0.hasPrefix(".") }.sorted()
-        return try names.map { Array(try Data(contentsOf: directory.appendingPathComponent($0))) }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import Qcow2
 
 /// The metadata caches' LRU map against a plain reference (an array in recency order).
@@ -44,18 +45,5 @@ struct LRUCacheTests {
         cache.insert("c", 3)
         #expect(cache.contains("a") && cache.contains("c") && !cache.contains("b"))
         #expect(cache.evictions == 1)
-    }
-}
-
-/// A tiny deterministic generator for seeded, replayable tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,6 +1,7 @@
 import BlockDevices
 import Foundation
 import Testing
+import TestSupport
 @testable import Qcow2
 
 /// Seeded random operations on a qcow2 image opened with the smallest caches (4 L2 slices, 2

@@ -1,19 +1,7 @@
 import BlockDevices
 import Foundation
+import TestSupport
 import Qcow2
-
-/// A deterministic pseudo-random generator (SplitMix64) so failing workloads can be replayed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The raw file that must end up identical to the qcow2 image: every operation applied to the
 /// image is mirrored here by plain `pwrite`s of the bytes the guest should then see.
@@ -48,7 +36,7 @@ struct Qcow2Workload {
         let slots = size / slot
         let errors = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: threads) { t in
-            var rng = SeededRandom(seed: seed &* 1000 &+ UInt64(t))
+            var rng = SplitMix64(seed: seed &* 1000 &+ UInt64(t))
             do {
                 for _ in 0..<operations {
                     let k = (UInt64.random(in: 0..<max(1, slots / UInt64(threads)), using: &rng) * UInt64(threads) + UInt64(t))
@@ -75,7 +63,7 @@ struct Qcow2Workload {
 
     /// Whole-cluster zeroing and discard (metadata-only paths), single-threaded.
     func runClusterOps(on image: Qcow2Image, twin: RawTwin, count: Int = 60) throws {
-        var rng = SeededRandom(seed: seed &+ 77)
+        var rng = SplitMix64(seed: seed &+ 77)
         let clusters = (image.size + clusterSize - 1) / clusterSize
         for _ in 0..<count {
             let first = UInt64.random(in: 0..<clusters, using: &rng)
