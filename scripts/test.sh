@@ -5,7 +5,7 @@
 #   1. unit, end-to-end and interop tests (swift test);
 #   2. the model-based qcow2/raw stress tester for STRESS_SECONDS (default 120) over its whole
 #      matrix, with a fresh master seed each run (printed; see docs/stress-tester.md);
-#   3. every libFuzzer target for FUZZ_SECONDS (default 40) each on its corpus (docs/fuzzing.md);
+#   3. every libFuzzer target for FUZZ_SECONDS (default 60) each on its corpus (docs/fuzzing.md);
 #   4. the unit and end-to-end suites under AddressSanitizer and ThreadSanitizer.
 # Under CI (CI=true) a missing peer fails its tests instead of skipping them. Arguments go to
 # `swift test` and skip stages 2-4 (e.g. scripts/test.sh --filter NAME runs a subset).
@@ -23,8 +23,8 @@ swift test --skip-build "$@"
 
 stage "stress tester, ${STRESS_SECONDS:-120} s"
 SWIFTNBD="$(swift build --show-bin-path)/swiftnbd" scripts/stress.sh --budget "${STRESS_SECONDS:-120}"
-stage "fuzz targets, ${FUZZ_SECONDS:-40} s each"
-FUZZ_SECONDS="${FUZZ_SECONDS:-40}" scripts/fuzz.sh --ci
+stage "fuzz targets, ${FUZZ_SECONDS:-60} s each"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh --ci
 stage "sanitizers (ASan, TSan)"
 scripts/sanitizers.sh all
 stage "all stages passed"

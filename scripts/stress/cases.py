@@ -103,15 +103,28 @@ def _finish(ctx, srv, model, img, rng, allow_leaks=False):
     ctx.log("qemu-img compare: identical")
 
 
-def run_plain(ctx):
+def _start(ctx, salt, track=False):
+    """The common opening of every kind: the case's own RNG, the model, the image, its
+    server (started), the operations and the engine that runs them (in that order, so a seed
+    replays the same image and ops)."""
     case = ctx.case
-    rng = random.Random(case.seed ^ 0x5EED)
-    model = M.Model(case.size)
+    rng = random.Random(case.seed ^ salt)
+    model = M.Model(case.size, track_candidates=True) if track else M.Model(case.size)
     img = _make_image(ctx, model, rng)
-    srv = ctx.server(img, case.fmt, "disk", ctx.cache_args())
+    srv = ctx.server(img, case.fmt, _SERVER_NAME.get(case.kind, "disk"), ctx.cache_args())
     srv.start()
     ops = generate(case)
-    eng = driver.Engine(model, ctx.log)
+    eng = driver.Engine(model, ctx.log, track=True) if track else driver.Engine(model, ctx.log)
+    return rng, model, img, srv, ops, eng
+
+
+# The export/log name of the server each kind starts first.
+_SERVER_NAME = {"copy": "src"}
+
+
+def run_plain(ctx):
+    case = ctx.case
+    rng, model, img, srv, ops, eng = _start(ctx, 0x5EED)
     cut = len(ops) // 2 if case.restart else len(ops)
     eng.run(ops, 0, cut, srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     if cut < len(ops):
@@ -128,13 +141,7 @@ def run_plain(ctx):
 
 def run_crash(ctx):
     case = ctx.case
-    rng = random.Random(case.seed ^ 0xC4A5)
-    model = M.Model(case.size, track_candidates=True)
-    img = _make_image(ctx, model, rng)
-    srv = ctx.server(img, case.fmt, "disk", ctx.cache_args())
-    srv.start()
-    ops = generate(case)
-    eng = driver.Engine(model, ctx.log, track=True)
+    rng, model, img, srv, ops, eng = _start(ctx, 0xC4A5, track=True)
     kills = sorted(rng.sample(range(10, len(ops) - 10), case.kills))
     pos = 0
     leaky = False
@@ -181,13 +188,7 @@ def _verify_image(ctx, path, fmt, model, rng, name):
 
 def run_copy(ctx):
     case = ctx.case
-    rng = random.Random(case.seed ^ 0xC097)
-    model = M.Model(case.size)
-    src = _make_image(ctx, model, rng)
-    srv = ctx.server(src, case.fmt, "src", ctx.cache_args())
-    srv.start()
-    ops = generate(case)
-    eng = driver.Engine(model, ctx.log)
+    rng, model, src, srv, ops, eng = _start(ctx, 0xC097)
     eng.run(ops, 0, len(ops), srv.sock, case.conns, OPS_TIMEOUT, server=srv, depth=case.depth)
     ctx.log("source pattern written: %s" % eng.stats)
     _finish(ctx, srv, model, src, rng)
