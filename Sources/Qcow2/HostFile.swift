@@ -166,6 +166,16 @@ final class HostFile: @unchecked Sendable {
         LinuxFileAPI.fallocate(fd, mode: LinuxFileAPI.fallocZeroRange, offset: offset, length: length) == 0
     }
 
+    /// Makes the file at least `end` bytes long; never shortens it, so it is safe while other
+    /// threads write (and so extend the file) elsewhere, unlike `ftruncate`. The bytes added
+    /// read as zero. Allocates the last block only (`fallocate`), or writes one zero byte there
+    /// where `fallocate` is not supported.
+    func extend(to end: UInt64) throws {
+        guard end > 0, end > (try length()) else { return }
+        if LinuxFileAPI.fallocate(fd, mode: 0, offset: end - 1, length: 1) == 0 { return }
+        try write([0], at: end - 1)
+    }
+
     func truncate(to length: UInt64) throws {
         guard ftruncate(fd, try position(length, 0)) == 0 else { throw ioError("ftruncate") }
     }

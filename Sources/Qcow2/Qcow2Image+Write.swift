@@ -85,11 +85,14 @@ extension Qcow2Image {
     /// A new cluster whose bytes the file system has zeroed (`FALLOC_FL_ZERO_RANGE`), or nil,
     /// with nothing allocated, where that is not supported (the caller writes zeroes itself).
     func allocateZeroedCluster() throws -> UInt64? {
-        guard allocationLock.withLock({ zeroRangeWorks }) else { return nil }
-        let host = try allocateCluster()
-        // Past the end of the file every byte already reads as zero (no other allocation can
-        // write into this cluster, and a write elsewhere only extends the file with zeroes).
-        if host >= (try file.length()) { return host }
+        let allocation = try allocationLock.withLock { () -> (host: UInt64, fresh: Bool)? in
+            guard zeroRangeWorks, let store = refcountStore else { return nil }
+            return (try store.allocate(), store.lastAllocationWasFresh)
+        }
+        guard let (host, fresh) = allocation else { return nil }
+        // A cluster that lay past the end of the file reads as zero already (the allocator
+        // only extended the file over it; nothing else can write into it before we do).
+        if fresh { return host }
         if file.zeroRange(at: host, length: geometry.clusterSize) { return host }
         try allocationLock.withLock {
             zeroRangeWorks = false

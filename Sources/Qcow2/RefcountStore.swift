@@ -22,6 +22,12 @@ final class RefcountStore {
     private let countersPerSlice: UInt64
     /// No cluster below this index has refcount 0 (first-fit search starts here).
     private var freeHint: UInt64 = 1
+    /// The file is known to be at least this long (it never shrinks: freed clusters are
+    /// punched, not truncated), so most allocations need no `fstat`.
+    private var knownFileEnd: UInt64 = 0
+    /// Whether the clusters of the last `allocate` lay past the end of the file, so that they
+    /// read as zero without any zeroing.
+    private(set) var lastAllocationWasFresh = false
 
     static let tableReservedMask: UInt64 = 0x1FF
 
@@ -141,11 +147,28 @@ final class RefcountStore {
                 if try ensureBlock(for: c) { restart = true; break }
             }
             if restart { continue }
+            lastAllocationWasFresh = try makeInsideFile(start..<start + n)
             for c in start..<start + n { try setExisting(c, 1) }
             if n == 1 { freeHint = start + 1 }
             return start << g.clusterBits
         }
         throw BlockDeviceError(.io, "qcow2: cluster allocation did not converge")
+    }
+
+    /// Extends the file over `clusters` before their refcounts are raised. A crash between the
+    /// refcount write and the caller's first write to a cluster leaves a leak, which the
+    /// ordering allows; but a leaked cluster past the end of the file is one `qemu-img check`
+    /// does not see (it counts clusters up to the file's length), so `check -r leaks` cannot
+    /// repair it and it surfaces later, once the file has grown past it, as a leak nobody can
+    /// explain. Returns whether the clusters lay past the end (so they read as zero).
+    private func makeInsideFile(_ clusters: Range<UInt64>) throws -> Bool {
+        let end = clusters.upperBound << g.clusterBits
+        if end <= knownFileEnd { return false }
+        let length = try file.length()
+        let fresh = clusters.lowerBound << g.clusterBits >= length
+        try file.extend(to: end)
+        knownFileEnd = max(length, end)
+        return fresh
     }
 
     /// First run of `n` free clusters at or after the hint; past the table's coverage all are free.
@@ -191,6 +214,7 @@ final class RefcountStore {
             }
             if try ensureBlock(for: b, depth: depth + 1) { continue }
             // b is described by an existing block: count it there, then write the new block.
+            _ = try makeInsideFile(b..<b + 1)
             try setExisting(b, 1)
             let block = [UInt8](repeating: 0, count: Int(g.clusterSize))
             try publishBlock(block, at: b << g.clusterBits, tableIndex: Int(ti))

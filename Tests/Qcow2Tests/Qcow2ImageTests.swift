@@ -164,4 +164,30 @@ struct Qcow2ImageTests {
         let reopened = try Qcow2Image(path: path, readOnly: true)
         #expect(try readAll(reopened, 1 << 34, 65536).allSatisfy { $0 == 0 })
     }
+
+    /// Found by the stress tester (crash case, seed 3039459170): a request killed between the
+    /// refcount write of its new cluster and its first write into it left the cluster past the
+    /// end of the file, where `qemu-img check` does not look, so `check -r leaks` reported the
+    /// image clean; the leak surfaced after a later clean run, once the file had grown past it.
+    @Test("a cluster's refcount is never raised past the end of the file", arguments: [512, 65536, 2 << 20] as [UInt64])
+    func allocationStaysInsideTheFile(clusterSize: UInt64) throws {
+        let s = Scratch()
+        let path = s.path("leak.qcow2")
+        try Qcow2Creator.create(at: path, options: Qcow2CreateOptions(size: 1 << 30, clusterSize: clusterSize))
+        let image = try Qcow2Image(path: path)
+        try [UInt8](repeating: 7, count: 4096).withUnsafeBytes { try image.write($0, at: 0, fua: true) }
+        for _ in 0..<3 {
+            // What a request does first; the "crash" comes before it writes anything there.
+            let host = try image.allocateCluster()
+            let length = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64)
+            #expect(length >= host + clusterSize, "cluster at \(host) counted, but the file ends at \(length)")
+            let count = try image.allocationLock.withLock { try image.refcountStore?.count(host / clusterSize) }
+            #expect(count == 1)
+        }
+        // A fresh cluster past the old end still reads as zero around a partial write.
+        let q = Int(clusterSize / 4)
+        try [UInt8](repeating: 9, count: q).withUnsafeBytes { try image.write($0, at: 100 * clusterSize + UInt64(q), fua: true) }
+        let back = try readAll(image, 100 * clusterSize, Int(clusterSize))
+        #expect(back[0..<q].allSatisfy { $0 == 0 } && back[q..<2 * q].allSatisfy { $0 == 9 } && back[(2 * q)...].allSatisfy { $0 == 0 })
+    }
 }
