@@ -78,8 +78,9 @@ if Context.environment["SWIFTNBD_FUZZ"] == "1" {
         ("distinguished-name", "FuzzDistinguishedName", ["NBDTLS"]),
         ("qmp", "FuzzQMP", ["QMP"]),
     ]
+    package.targets.append(.target(name: "LibFuzzerDriver", path: "Fuzz/driver"))
     for target in fuzzTargets {
-        package.targets.append(.executableTarget(name: target.module, dependencies: target.dependencies,
+        package.targets.append(.executableTarget(name: target.module, dependencies: target.dependencies + ["LibFuzzerDriver"],
                                                  path: "Fuzz/\(target.name)",
                                                  swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
         package.products.append(.executable(name: "fuzz-\(target.name)", targets: [target.module]))

@@ -1,22 +1,15 @@
+import LibFuzzerDriver
 import NBDProtocol
 
 /// libFuzzer entry: two configuration bytes, then what a server sends (see ProtocolFuzzEntryPoints.clientNegotiation).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzClientNegotiation(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    _ = ProtocolFuzzEntryPoints.clientNegotiation(Array(UnsafeBufferPointer(start: data, count: size)))
+    _ = ProtocolFuzzEntryPoints.clientNegotiation(fuzzInput(data, size))
     return 0
 }
 
-// SwiftPM links executables with main=FuzzClientNegotiation_main, so libFuzzer's own main is not used: this
-// hands the command line to libFuzzer's driver instead (same flags, same behaviour).
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
-                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
-
+// SwiftPM's main for this executable: libFuzzer takes over the command line (LibFuzzerDriver).
 @_cdecl("FuzzClientNegotiation_main")
 public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzClientNegotiation)
+    runLibFuzzer(argc, argv, fuzzClientNegotiation)
 }

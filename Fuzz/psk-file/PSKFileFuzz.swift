@@ -1,22 +1,15 @@
+import LibFuzzerDriver
 import NBDTLS
 
 /// libFuzzer entry: the bytes are a psktool key file.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPSKFile(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    TLSFuzzEntryPoints.pskFile(Array(UnsafeBufferPointer(start: data, count: size)))
+    TLSFuzzEntryPoints.pskFile(fuzzInput(data, size))
     return 0
 }
 
-// SwiftPM links executables with main=FuzzPSKFile_main, so libFuzzer's own main is not used: this
-// hands the command line to libFuzzer's driver instead (same flags, same behaviour).
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
-                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
-
+// SwiftPM's main for this executable: libFuzzer takes over the command line (LibFuzzerDriver).
 @_cdecl("FuzzPSKFile_main")
 public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzPSKFile)
+    runLibFuzzer(argc, argv, fuzzPSKFile)
 }

@@ -1,22 +1,15 @@
+import LibFuzzerDriver
 import QMP
 
 /// libFuzzer entry: the bytes are what QEMU's monitor socket sent (0xff marks read boundaries).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzQMP(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    QMPFuzzEntryPoints.monitorStream(Array(UnsafeBufferPointer(start: data, count: size)))
+    QMPFuzzEntryPoints.monitorStream(fuzzInput(data, size))
     return 0
 }
 
-// SwiftPM links executables with main=FuzzQMP_main, so libFuzzer's own main is not used: this
-// hands the command line to libFuzzer's driver instead (same flags, same behaviour).
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
-                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
-
+// SwiftPM's main for this executable: libFuzzer takes over the command line (LibFuzzerDriver).
 @_cdecl("FuzzQMP_main")
 public func fuzzerMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzQMP)
+    runLibFuzzer(argc, argv, fuzzQMP)
 }
