@@ -147,6 +147,8 @@ struct Qcow2Header: Sendable, Equatable {
         // Backing file name: must lie inside cluster 0 (and inside what we read).
         if header.backingFileOffset != 0 {
             guard header.backingFileSize <= maxBackingNameLength else { throw bad("backing file name longer than 1023 bytes") }
+            // The offset is checked before the add: a file can put anything up to 2^64 - 1 there.
+            guard header.backingFileOffset <= clusterSize else { throw bad("backing file name does not lie inside cluster 0") }
             let end = header.backingFileOffset + UInt64(header.backingFileSize)
             guard header.backingFileOffset >= UInt64(header.headerLength), end <= clusterSize, end <= UInt64(bytes.count) else {
                 throw bad("backing file name does not lie inside cluster 0")

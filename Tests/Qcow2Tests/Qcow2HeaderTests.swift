@@ -76,6 +76,8 @@ struct Qcow2HeaderTests {
         ("refcount table at 0", { $0.set64(0, at: 48) }, .badFormat),
         ("virtual size absurd", { $0.set64(UInt64.max, at: 24) }, .badFormat),
         ("backing name outside cluster 0", { $0.set64(65530, at: 8); $0.set32(100, at: 16) }, .badFormat),
+        // Found by the qcow2 fuzzer (long run of 2026-12-05): offset + size overflowed, a trap.
+        ("backing name offset near 2^64", { $0.set64(UInt64.max - 8, at: 8); $0.set32(100, at: 16) }, .badFormat),
         ("backing name too long", { $0.set64(200, at: 8); $0.set32(2000, at: 16) }, .badFormat),
         ("backing name overlapping the header", { $0.set64(8, at: 8); $0.set32(4, at: 16) }, .badFormat),
         ("extension larger than the cluster", { $0.set32(0xE279_2ACA, at: 112); $0.set32(0xFFFF_FFF0, at: 116) }, .badFormat),
