@@ -169,11 +169,13 @@ final class HostFile: @unchecked Sendable {
     /// Makes the file at least `end` bytes long; never shortens it, so it is safe while other
     /// threads write (and so extend the file) elsewhere, unlike `ftruncate`. The bytes added
     /// read as zero. Allocates the last block only (`fallocate`), or writes one zero byte there
-    /// where `fallocate` is not supported.
-    func extend(to end: UInt64) throws {
-        guard end > 0, end > (try length()) else { return }
-        if LinuxFileAPI.fallocate(fd, mode: 0, offset: end - 1, length: 1) == 0 { return }
-        try write([0], at: end - 1)
+    /// where `fallocate` is not supported. Returns the length before the call.
+    @discardableResult
+    func extend(to end: UInt64) throws -> UInt64 {
+        let before = try length()
+        guard end > before else { return before }
+        if LinuxFileAPI.fallocate(fd, mode: 0, offset: end - 1, length: 1) != 0 { try write([0], at: end - 1) }
+        return before
     }
 
     func truncate(to length: UInt64) throws {

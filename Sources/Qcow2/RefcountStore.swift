@@ -164,11 +164,9 @@ final class RefcountStore {
     private func makeInsideFile(_ clusters: Range<UInt64>) throws -> Bool {
         let end = clusters.upperBound << g.clusterBits
         if end <= knownFileEnd { return false }
-        let length = try file.length()
-        let fresh = clusters.lowerBound << g.clusterBits >= length
-        try file.extend(to: end)
+        let length = try file.extend(to: end)  // one fstat per allocation past the known end
         knownFileEnd = max(length, end)
-        return fresh
+        return clusters.lowerBound << g.clusterBits >= length
     }
 
     /// First run of `n` free clusters at or after the hint; past the table's coverage all are free.
