@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // SwiftNBD: a TLS-first NBD server, client library and toolkit.
-// Dependency direction (modules only depend downward; see the Layout section of README.md):
+// Dependency direction (modules only depend downward; see docs/architecture.md §1):
 //   swiftnbd → NBDServer / NBDClient / Migration → NBDProtocol, NBDTLS, BlockDevices ◄ Qcow2
 import PackageDescription
 

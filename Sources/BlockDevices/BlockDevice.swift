@@ -1,7 +1,7 @@
 /// Storage behind an export, knowing nothing of NBD.
 ///
 /// The API is synchronous and blocking by design: the server and client engines run
-/// each request on a worker thread (architecture.md §3), so a device may block in
+/// each request on a worker thread (docs/architecture.md §3.4), so a device may block in
 /// `pread`/`pwrite`/`fdatasync`. Implementations must be safe to call from several
 /// threads at once (requests from several connections run concurrently).
 public protocol BlockDevice: AnyObject, Sendable {

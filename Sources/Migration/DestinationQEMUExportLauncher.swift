@@ -1,7 +1,7 @@
 import Foundation
 import QMP
 
-/// Arrangement A (block-migration.md §3): the destination QEMU itself serves its still
+/// Arrangement A (docs/migration.md §2): the destination QEMU itself serves its still
 /// inactive disk node over NBD with `nbd-server-start` + `block-export-add`. The reference
 /// that libvirt uses; here mainly for comparisons. The destination's node must have the
 /// source node's name.

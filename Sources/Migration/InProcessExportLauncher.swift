@@ -36,7 +36,7 @@ public struct InProcessExportLauncher: MigrationExportLauncher {
         let device: any BlockDevice
         do {
             // Takes QEMU-compatible image locks: a second writer cannot open the image while
-            // we serve it (block-migration.md §6), and they are released on close.
+            // we serve it (docs/migration.md §5), and they are released on close.
             switch disk.destinationFormat {
             case .raw: device = try RawFileDevice(path: disk.destinationImage, readOnly: false)
             case .qcow2: device = try Qcow2Image(path: disk.destinationImage, readOnly: false, cache: qcow2Cache)

@@ -35,7 +35,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// The steps of the safe sequence (block-migration.md §5), in order.
+/// The steps of the safe sequence (docs/migration.md §3.1), in order.
 public enum MigrationPhase: Int, Sendable, Comparable, CustomStringConvertible {
     case preflight, exporting, preparingDestination, mirroring, migrating, finalSync, switchover, stoppingExports, resuming, done
 

@@ -6,7 +6,7 @@ public protocol MigrationExport: AnyObject, Sendable {
     var port: Int { get }
     var exportName: String { get }
     /// Stops serving: flush, close the image, release its lock. After this returns nothing
-    /// of the export touches the image any more (B1 step 7). Idempotent.
+    /// of the export touches the image any more (docs/migration.md §3.1, step 8). Idempotent.
     func stop() throws
     /// Diagnostics for error messages (e.g. a child's log).
     var log: String { get }

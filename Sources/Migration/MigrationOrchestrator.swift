@@ -3,7 +3,7 @@ import Logging
 import QMP
 
 /// Runs a live migration without shared storage through the safe sequence of
-/// block-migration.md §5, and undoes everything it did if any step fails before the
+/// docs/migration.md §3, and undoes everything it did if any step fails before the
 /// switchover: the source keeps running, the destination is torn down, nothing is
 /// half-switched.
 ///

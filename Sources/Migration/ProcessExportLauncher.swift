@@ -1,7 +1,7 @@
 import Foundation
 
 /// Serves each destination image from a child process: `swiftnbd serve` or `qemu-nbd`
-/// (the reference server of block-migration.md §4), with TLS required and client
+/// (the reference external server, docs/migration.md §2), with TLS required and client
 /// certificates verified against the plan's CA.
 public struct ProcessExportLauncher: MigrationExportLauncher {
     public enum Server: Sendable {
@@ -100,7 +100,7 @@ final class ChildProcessExport: MigrationExport, @unchecked Sendable {
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// SIGTERM, then wait up to 30 s for the server to flush, close and exit
-    /// (block-migration.md §6); SIGKILL only as a last resort, reported as an error.
+    /// (docs/migration.md §4); SIGKILL only as a last resort, reported as an error.
     func stop() throws {
         lock.lock(); defer { lock.unlock() }
         guard !stopped else { return }

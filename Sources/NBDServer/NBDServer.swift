@@ -5,7 +5,7 @@ import NBDProtocol
 import NBDTLS
 
 /// The NBD server engine: listens, negotiates through `ServerNegotiationStateMachine`, and
-/// serves requests from blocking threads (architecture.md §3).
+/// serves requests from blocking threads (docs/architecture.md §3).
 ///
 /// Lifecycle: `init` → `start()` (binds; throws on a busy port) → … → `shutdown()` (graceful:
 /// stop accepting, answer requests already read, flush and close devices) →
@@ -215,7 +215,7 @@ public final class NBDServer: @unchecked Sendable {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let peer = ListeningSocket.describe(&address)
         if Int32(address.ss_family) != AF_UNIX {
-            // Small replies must not wait for Nagle (architecture.md §3).
+            // Small replies must not wait for Nagle (docs/architecture.md §3.5).
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         }

@@ -1,7 +1,7 @@
 import BlockDevices
 import NBDProtocol
 
-/// The one mapping from storage errors to NBD errno values (architecture.md §1.5).
+/// The one mapping from storage errors to NBD errno values (docs/architecture.md §5).
 /// NBD errnos are Linux's numbers; host errno values never reach the wire.
 enum StorageErrorMapping {
     static func nbdErrno(for error: any Error, command: NBDCommand, flags: CommandFlags) -> NBDErrno {

@@ -4,8 +4,9 @@ extension Qcow2Image {
     /// Most runs examined per call; the caller asks again for the rest.
     static let maxStatusRuns = 1 << 16
 
-    /// `base:allocation` as qemu-nbd 7.2 reports it (qcow2.md §7): data or compressed anywhere in
-    /// the chain → 0; zero flag/bit, or nothing in any layer → hole|zero.
+    /// `base:allocation` as qemu-nbd 7.2 reports it (docs/qcow2-driver.md, "Block status"): data or
+    /// compressed anywhere in the chain → 0 (data over a hole in the host file → zero); zero
+    /// flag/bit, or nothing in any layer → hole|zero.
     public func extents(offset: UInt64, length: UInt64) throws -> [Extent] {
         try checkRange(offset, min(length, size - min(offset, size)))
         return try walkStatus(offset: offset, length: min(length, size - offset)).map {

@@ -6,7 +6,7 @@ import QMP
 
 /// `swiftnbd migrate`: live-migrates a VM between two QEMUs on hosts without shared storage.
 /// SwiftNBD exports each destination image over TLS, the source mirrors into it, then RAM
-/// moves over a TLS migration stream with the safe switchover ordering (block-migration.md §5).
+/// moves over a TLS migration stream with the safe switchover ordering (docs/migration.md §3).
 struct MigrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",

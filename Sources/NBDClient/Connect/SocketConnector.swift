@@ -31,7 +31,7 @@ enum SocketConnector {
             if fd < 0 { lastError = errno; continue }
             if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
                 var one: Int32 = 1
-                // Requests are small and latency-bound: never let Nagle hold them (architecture.md §3).
+                // Requests are small and latency-bound: never let Nagle hold them (docs/architecture.md §3.5).
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 return SocketStream(fd: fd)
             }

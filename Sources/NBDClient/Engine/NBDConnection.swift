@@ -6,7 +6,7 @@ import NBDTLS
 
 /// One NBD connection in the transmission phase.
 ///
-/// Blocking design (architecture.md §3): requests are written by the submitting thread under a
+/// Blocking design (docs/architecture.md §3.6): requests are written by the submitting thread under a
 /// writer lock, each as one unit (header and payload together); one reader thread matches replies
 /// to cookies and completes requests. Many requests may be in flight; `maximumInFlight` bounds
 /// them, and submissions beyond it wait. READ data is read straight from the socket into the

@@ -1,5 +1,5 @@
 /// Which parts of a structured READ have arrived, to reject chunks that overlap earlier ones
-/// and to check full coverage at the end (nbd-protocol.md §4.6). Ranges are relative to the
+/// and to check full coverage at the end (docs/protocol.md §5.4). Ranges are relative to the
 /// request offset and kept sorted and disjoint.
 struct ReadCoverage {
     private(set) var ranges: [Range<UInt64>] = []

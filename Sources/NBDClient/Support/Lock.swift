@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// A pthread mutex with a condition variable. The engine uses blocking threads (architecture.md §3),
+/// A pthread mutex with a condition variable. The engine uses blocking threads (docs/architecture.md §3.6),
 /// so waiting on a condition is the natural primitive here.
 package final class ConditionLock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()

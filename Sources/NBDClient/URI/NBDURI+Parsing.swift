@@ -7,7 +7,7 @@ extension NBDURI {
     /// Query keys we understand (compared case-insensitively, as libnbd does).
     static let knownQueryKeys = ["socket", "tls-certificates", "tls-psk-file", "tls-verify-peer", "tls-hostname"]
 
-    /// Parses an NBD URI the way libnbd's `nbd_connect_uri` does (nbd-protocol.md §5), with
+    /// Parses an NBD URI the way libnbd's `nbd_connect_uri` does (docs/protocol.md §6), with
     /// local files allowed (`tls-certificates`, `tls-psk-file`) as libnbd's CLI tools allow them.
     /// Every malformed input throws an `NBDClientError` with code `.invalidURI` and one sentence
     /// saying what is wrong.

@@ -1,4 +1,4 @@
-/// What a client wants out of the handshake (nbd-protocol.md §2.8).
+/// What a client wants out of the handshake (docs/protocol.md §4.1).
 public struct ClientNegotiationConfiguration: Sendable, Hashable {
     /// How the handshake ends.
     public enum Mode: Sendable, Hashable {

@@ -1,7 +1,7 @@
-/// The client side of the NBD handshake as a pure state machine (architecture.md §1): feed it
+/// The client side of the NBD handshake as a pure state machine (docs/architecture.md §2): feed it
 /// the bytes it asked for, carry out the action it returns. No sockets, no TLS in here.
 ///
-/// Order (nbd-protocol.md §2.8): greeting → client flags → STARTTLS (when the policy allows TLS)
+/// Order (docs/protocol.md §4.1): greeting → client flags → STARTTLS (when the policy allows TLS)
 /// → EXTENDED_HEADERS → STRUCTURED_REPLY → [LIST_META_CONTEXT] → SET_META_CONTEXT → GO
 /// (→ EXPORT_NAME on ERR_UNSUP). In list mode: LIST → INFO per export → ABORT.
 ///
@@ -124,7 +124,7 @@ public struct ClientNegotiationStateMachine: Sendable {
         case .awaitingExportNameReply(let padded):
             return receivedExportNameReply(bytes, padded: padded)
         case .awaitingTLS:
-            // Plaintext after the STARTTLS ACK belongs to TLS, never to NBD (§3.3).
+            // Plaintext after the STARTTLS ACK belongs to TLS, never to NBD (docs/tls.md §3.1).
             return violation("bytes were handed to the negotiation while TLS was starting")
         case .initial, .finished:
             return violation("bytes received outside the handshake")
@@ -206,7 +206,7 @@ public struct ClientNegotiationStateMachine: Sendable {
             return sendExportName()
         }
         if configuration.tlsPolicy != .disable {
-            // STARTTLS first, so nothing stateful exists before encryption (§3.6).
+            // STARTTLS first, so nothing stateful exists before encryption (docs/protocol.md §4.2).
             return sendOption(.startTLS, payload: [])
         }
         return afterTLSDecision()

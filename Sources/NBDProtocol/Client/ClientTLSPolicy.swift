@@ -1,4 +1,4 @@
-/// What a client does about TLS (libnbd's LIBNBD_TLS_DISABLE/ALLOW/REQUIRE; nbd-protocol.md §3.6).
+/// What a client does about TLS (libnbd's LIBNBD_TLS_DISABLE/ALLOW/REQUIRE; docs/protocol.md §4.2).
 public enum ClientTLSPolicy: Sendable, Hashable, CustomStringConvertible {
     /// Never send STARTTLS.
     case disable

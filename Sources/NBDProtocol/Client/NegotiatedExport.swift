@@ -1,4 +1,4 @@
-/// Which reply format the transmission phase uses (nbd-protocol.md §4.2).
+/// Which reply format the transmission phase uses (docs/protocol.md §5.1).
 public enum NBDReplyMode: Sendable, Hashable, CustomStringConvertible {
     /// Simple replies only (no negotiation, or the server refused both options).
     case simple

@@ -1,4 +1,4 @@
-/// Status bits of the `base:allocation` metadata context (nbd-protocol.md §1.11).
+/// Status bits of the `base:allocation` metadata context (docs/protocol.md §2.11).
 /// Other bits are reserved: send 0, ignore on receipt.
 public struct AllocationStateFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32

@@ -1,4 +1,4 @@
-/// Request flags (16 bits, nbd-protocol.md §1.8).
+/// Request flags (16 bits, docs/protocol.md §2.8).
 public struct CommandFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }

@@ -1,4 +1,4 @@
-/// Flags the server sends in the 16-bit newstyle greeting field (nbd-protocol.md §1.2).
+/// Flags the server sends in the 16-bit newstyle greeting field (docs/protocol.md §2.2).
 public struct HandshakeFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
@@ -14,7 +14,7 @@ public struct HandshakeFlags: OptionSet, Hashable, Sendable, CustomStringConvert
     }
 }
 
-/// Flags the client answers the greeting with (32 bits, nbd-protocol.md §1.2).
+/// Flags the client answers the greeting with (32 bits, docs/protocol.md §2.2).
 public struct ClientFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }

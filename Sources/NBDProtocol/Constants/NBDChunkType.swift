@@ -1,4 +1,4 @@
-/// Structured/extended reply chunk types (`NBD_REPLY_TYPE_*`, nbd-protocol.md §1.9).
+/// Structured/extended reply chunk types (`NBD_REPLY_TYPE_*`, docs/protocol.md §2.9).
 /// Types with bit 15 set are errors and share the `error, msglen, msg` prefix.
 public struct NBDChunkType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16

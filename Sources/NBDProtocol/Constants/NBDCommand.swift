@@ -1,4 +1,4 @@
-/// Transmission-phase command types (`NBD_CMD_*`, nbd-protocol.md §1.7).
+/// Transmission-phase command types (`NBD_CMD_*`, docs/protocol.md §2.7).
 public struct NBDCommand: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }

@@ -1,4 +1,4 @@
-/// Error values of simple replies and error chunks (nbd-protocol.md §1.10).
+/// Error values of simple replies and error chunks (docs/protocol.md §2.10).
 ///
 /// These are **Linux** errno numbers whatever the host: never send a raw host `errno`
 /// (Darwin's ENOTSUP is 45, not 95); map explicitly.

@@ -1,4 +1,4 @@
-/// Information types inside `NBD_REP_INFO` and in INFO/GO requests (`NBD_INFO_*`, nbd-protocol.md §1.5).
+/// Information types inside `NBD_REP_INFO` and in INFO/GO requests (`NBD_INFO_*`, docs/protocol.md §2.5).
 public struct NBDInfoType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }

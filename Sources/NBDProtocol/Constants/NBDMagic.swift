@@ -1,4 +1,4 @@
-/// Magic numbers of the NBD wire protocol (nbd-protocol.md §1.1). All travel big-endian.
+/// Magic numbers of the NBD wire protocol (docs/protocol.md §2.1). All travel big-endian.
 public enum NBDMagic {
     /// "NBDMAGIC": first 8 bytes from the server in both handshake styles.
     public static let nbdMagic: UInt64 = 0x4e42_444d_4147_4943
@@ -20,7 +20,7 @@ public enum NBDMagic {
     public static let extendedReply: UInt32 = 0x6e8a_278c
 }
 
-/// Sizes and limits the protocol fixes (nbd-protocol.md §1.12).
+/// Sizes and limits the protocol fixes (docs/protocol.md §2.12).
 public enum NBDWireLimits {
     /// No NBD string (name, description, message, context) may be longer than this.
     public static let maximumStringLength = 4096

@@ -1,4 +1,4 @@
-/// Option numbers a client sends during fixed-newstyle negotiation (`NBD_OPT_*`, nbd-protocol.md §1.3).
+/// Option numbers a client sends during fixed-newstyle negotiation (`NBD_OPT_*`, docs/protocol.md §2.3).
 ///
 /// An open set: unknown values stay representable so the server can answer them with `ERR_UNSUP`.
 public struct NBDOption: RawRepresentable, Hashable, Sendable, CustomStringConvertible {

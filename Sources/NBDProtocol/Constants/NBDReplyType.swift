@@ -1,4 +1,4 @@
-/// Option reply types (`NBD_REP_*`, nbd-protocol.md §1.4). Any value with bit 31 set is an error
+/// Option reply types (`NBD_REP_*`, docs/protocol.md §2.4). Any value with bit 31 set is an error
 /// whose payload, if any, is a human-readable message.
 public struct NBDReplyType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32

@@ -1,4 +1,4 @@
-/// Structured/extended reply chunk flags (16 bits, nbd-protocol.md §1.9). Clients ignore unknown bits.
+/// Structured/extended reply chunk flags (16 bits, docs/protocol.md §2.9). Clients ignore unknown bits.
 public struct ReplyFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }

@@ -1,4 +1,4 @@
-/// Per-export transmission flags (16 bits, nbd-protocol.md §1.6).
+/// Per-export transmission flags (16 bits, docs/protocol.md §2.6).
 public struct TransmissionFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }

@@ -163,7 +163,7 @@ struct OptionHandler {
         return Outcome(actions: actions, next: .nextOption)
     }
 
-    /// NBD_OPT_STARTTLS: the policy matrix of nbd-protocol.md §3.2/§3.4.
+    /// NBD_OPT_STARTTLS: the policy matrix of docs/protocol.md §3.4.
     private func startTLS(_ payload: [UInt8]) -> Outcome {
         if phase.tlsActive { return reply(error: .errInvalid, .startTLS, "TLS is already active") }
         guard payload.isEmpty else { return reply(error: .errInvalid, .startTLS, "NBD_OPT_STARTTLS takes no data") }
@@ -249,7 +249,7 @@ struct OptionHandler {
         switch lookUp(request.exportName) {
         case .unknown: return reply(error: .errUnknown, option, "export \(echo(request.exportName)) not found")
         case .needsTLS:
-            // ERR_TLS_REQD is reserved for INFO/GO in selective mode (nbd-protocol.md §3.2).
+            // ERR_TLS_REQD is reserved for INFO/GO in selective mode (docs/protocol.md §3.4).
             return reply(error: .errPolicy, option, "export \(echo(request.exportName)) requires TLS")
         case .found(let found): export = found
         }

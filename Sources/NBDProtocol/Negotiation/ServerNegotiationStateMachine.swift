@@ -17,7 +17,7 @@
 ///   after .startTLS: handshake, then tlsHandshakeSucceeded(...) or tlsHandshakeFailed(...)
 /// ```
 ///
-/// Every TLS policy decision of nbd-protocol.md §3.2 is made here and nowhere else:
+/// Every TLS policy decision of docs/protocol.md §3.4 is made here and nowhere else:
 /// - `.off`: STARTTLS → `ERR_POLICY` (`ERR_UNSUP` if TLS is not supported at all); TLS-only
 ///   exports are invisible.
 /// - `.on`: STARTTLS → ACK; TLS-only exports are hidden from plaintext LIST, INFO/GO on them

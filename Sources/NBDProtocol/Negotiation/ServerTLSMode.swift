@@ -1,4 +1,4 @@
-/// How a server treats TLS on a connection (nbd-protocol.md §3.2). Fixed for the connection's life.
+/// How a server treats TLS on a connection (docs/protocol.md §3.4). Fixed for the connection's life.
 public enum ServerTLSMode: Hashable, Sendable {
     /// NOTLS: STARTTLS is refused (`ERR_POLICY`, or `ERR_UNSUP` when the build has no TLS at all).
     case off

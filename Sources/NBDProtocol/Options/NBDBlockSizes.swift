@@ -1,4 +1,4 @@
-/// Block-size constraints as `NBD_INFO_BLOCK_SIZE` carries them (nbd-protocol.md §4.8).
+/// Block-size constraints as `NBD_INFO_BLOCK_SIZE` carries them (docs/protocol.md §5.6).
 public struct NBDBlockSizes: Hashable, Sendable, CustomStringConvertible {
     public var minimum: UInt32
     public var preferred: UInt32

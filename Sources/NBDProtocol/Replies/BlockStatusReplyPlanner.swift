@@ -1,4 +1,4 @@
-/// Turns device extents into the extent list of one block-status chunk (nbd-protocol.md §4.7).
+/// Turns device extents into the extent list of one block-status chunk (docs/protocol.md §5.5).
 ///
 /// - zero-length extents are dropped, adjacent extents with equal flags merged;
 /// - REQ_ONE: exactly one extent, no longer than the requested length;

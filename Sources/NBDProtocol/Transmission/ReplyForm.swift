@@ -1,4 +1,4 @@
-/// Which reply framing a connection uses in transmission (nbd-protocol.md §4.2).
+/// Which reply framing a connection uses in transmission (docs/protocol.md §5.1).
 public enum ReplyForm: Hashable, Sendable {
     /// Nothing negotiated: simple replies only, compact requests.
     case simple

@@ -1,5 +1,5 @@
-/// The one place that decides whether a transmission request may run (nbd-protocol.md §4.4,
-/// §4.8–4.10; nbdkit's `validate_request` is the model). Pure: no I/O, no device access.
+/// The one place that decides whether a transmission request may run (docs/protocol.md §5.2;
+/// nbdkit's `validate_request` is the model). Pure: no I/O, no device access.
 ///
 /// Order of checks, first failure wins:
 ///  1. DISC is always accepted (no reply; offset/length ignored like QEMU).

@@ -1,4 +1,4 @@
-/// Rules for NBD strings: UTF-8, no NUL, at most 4096 bytes (nbd-protocol.md §0).
+/// Rules for NBD strings: UTF-8, no NUL, at most 4096 bytes (docs/protocol.md §1.2).
 public enum NBDString {
     /// Checks raw wire bytes and returns them as a String, or throws.
     public static func validate(_ raw: [UInt8], maxLength: Int = NBDWireLimits.maximumStringLength,
