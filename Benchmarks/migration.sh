@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Live-migration benchmark (block-migration.md arrangement B1 vs A): the boot-sector guest
+# Live-migration benchmark (arrangements B1 and A, docs/migration.md §2): the boot-sector guest
 # keeps writing while `swiftnbd migrate` mirrors its disk over NBD+TLS into
-#   swiftnbd           (`swiftnbd serve`, the export SwiftNBD provides),
+#   swiftnbd           (the in-process export of `swiftnbd migrate`, its default),
 #   qemu-nbd           (reference external server),
 #   destination-qemu   (arrangement A: the destination QEMU's own NBD server),
 # then migrates RAM over TLS. Prints the median mirror throughput and downtime per target and
@@ -33,24 +33,24 @@ certtool --generate-self-signed --load-privkey "$pki/ca-key.pem" --template "$pk
 for role in server client; do
     usage=tls_www_$role
     printf 'cn = "localhost"\ndns_name = "localhost"\nip_address = "127.0.0.1"\nip_address = "::1"\n%s\nencryption_key\nsigning_key\nexpiration_days = 2\n' "$usage" > "$pki/$role.info"
-    certtool --generate-privkey --key-type ecdsa --outfile "$pki/$role-key.pem" 2>/dev/null
+    # RSA: certtool drops encryption_key for ECDSA keys, and QEMU 10 refuses a certificate
+    # whose critical key usage lacks keyEncipherment (7.2 accepted it).
+    certtool --generate-privkey --key-type rsa --bits 2048 --outfile "$pki/$role-key.pem" 2>/dev/null
     certtool --generate-certificate --load-privkey "$pki/$role-key.pem" --load-ca-certificate "$pki/ca-cert.pem" \
         --load-ca-privkey "$pki/ca-key.pem" --template "$pki/$role.info" --outfile "$pki/$role-cert.pem" 2>/dev/null
 done
 
-vm() { # name disk debugcon-log extra-args...
+vm() { # name disk debugcon-log extra-args...; the VM's PID is left in $launched
     local name=$1 disk=$2 log=$3; shift 3
     local endpoint=client verify=""
     if [ "$name" = dst ]; then endpoint=server; verify=",verify-peer=on"; fi
-    qemu-system-x86_64 -name "$name" -machine pc "${accel[@]}" -m 128 -nodefaults -no-user-config -display none \
+    launch "$work/$name.out" qemu-system-x86_64 -name "$name" -machine pc "${accel[@]}" -m 128 -nodefaults -no-user-config -display none \
         -object "tls-creds-x509,id=tls0,dir=$pki,endpoint=$endpoint$verify" \
         -blockdev "driver=file,filename=$disk,node-name=vda-storage,cache.direct=off" \
         -blockdev driver=raw,file=vda-storage,node-name=vda-format \
         -device virtio-blk-pci,drive=vda-format,id=vda,bootindex=1 \
         -chardev "file,id=dbg,path=$log" -device isa-debugcon,iobase=0x402,chardev=dbg \
-        -qmp "unix:$work/$name.qmp,server=on,wait=off" "$@" >"$work/$name.out" 2>&1 &
-    pids+=($!)
-    echo $!
+        -qmp "unix:$work/$name.qmp,server=on,wait=off" "$@" 2>/dev/null
 }
 
 results=$work/results.jsonl
@@ -72,8 +72,8 @@ for size in $sizes; do
             # second GiB at 7 s), which would measure the disk instead of the NBD path.
             sync
             rm -f "$work"/*.qmp "$work"/*-dbg.log
-            dpid=$(vm dst "$dst" "$work/dst-dbg.log" -S -incoming defer)
-            spid=$(vm src "$src" "$work/src-dbg.log")
+            vm dst "$dst" "$work/dst-dbg.log" -S -incoming defer; dpid=$launched
+            vm src "$src" "$work/src-dbg.log"; spid=$launched
             for _ in $(seq 1 300); do grep -q BMIG "$work/src-dbg.log" 2>/dev/null && break; sleep 0.1; done
             # Let the guest write for a moment so the mirror has live writes to track.
             sleep 1
@@ -86,8 +86,8 @@ for size in $sizes; do
                 echo "run failed ($size $target): $out $(cat "$work/migrate.err")" >&2
             fi
             echo "{\"size\": \"$size\", \"target\": \"$target\", \"identical\": $same, \"result\": ${out:-null}}" >> "$results"
-            kill "$spid" "$dpid" 2>/dev/null || true
-            wait "$spid" "$dpid" 2>/dev/null || true
+            stop_launched "$spid" "$dpid"
+            pids=()
         done
     done
 done

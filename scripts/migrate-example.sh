@@ -29,14 +29,13 @@ show qemu-img create -q -f "$format" "$work/dst.$format" "$size"
 
 vm() { # name image format endpoint extra-args...
     local name=$1 image=$2 fmt=$3 endpoint=$4; shift 4
-    show qemu-system-x86_64 -name "$name" -machine pc "${accel[@]}" -m 128 -nodefaults -display none \
+    launch "$work/$name.out" qemu-system-x86_64 -name "$name" -machine pc "${accel[@]}" -m 128 -nodefaults -display none \
         -object "tls-creds-x509,id=tls0,dir=$work/pki,endpoint=$endpoint" \
         -blockdev "driver=file,filename=$image,node-name=vda-storage" \
         -blockdev "driver=$fmt,file=vda-storage,node-name=vda-format" \
         -device virtio-blk-pci,drive=vda-format,bootindex=1 \
         -chardev "file,id=dbg,path=$work/$name.log" -device isa-debugcon,iobase=0x402,chardev=dbg \
-        -qmp "unix:$work/$name.qmp,server=on,wait=off" "$@" >"$work/$name.out" 2>&1 &
-    pids+=($!)
+        -qmp "unix:$work/$name.qmp,server=on,wait=off" "$@"
 }
 vm dst "$work/dst.$format" "$format" server -S -incoming defer
 vm src "$work/src.raw" raw client

@@ -7,7 +7,9 @@
 #      matrix, with a fresh master seed each run (printed; see docs/stress-tester.md);
 #   3. every libFuzzer target for FUZZ_SECONDS (default 60) each on its corpus (docs/fuzzing.md);
 #   4. the unit and end-to-end suites under AddressSanitizer and ThreadSanitizer.
-# Under CI (CI=true) a missing peer fails its tests instead of skipping them. Arguments go to
+# After the tests, no process they started may still run (each test checks its own too; see
+# Tests/InteropTests/Support/ProcessLedger.swift). Under CI (CI=true) a missing peer fails its
+# tests instead of skipping them. Arguments go to
 # `swift test` and skip stages 2-4 (e.g. scripts/test.sh --filter NAME runs a subset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ stage "build"
 swift build --build-tests
 stage "swift test"
 swift test --skip-build "$@"
+scripts/lib/leftover-processes.sh
 [[ $# -gt 0 ]] && exit 0
 
 stage "stress tester, ${STRESS_SECONDS:-120} s"

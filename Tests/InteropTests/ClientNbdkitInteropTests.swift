@@ -6,7 +6,7 @@ import NBDProtocol
 import NBDTLS
 
 /// Our client library and `swiftnbd info/copy` against nbdkit plugins and filters.
-@Suite("Client: against nbdkit", .serialized)
+@Suite("Client: against nbdkit", .serialized, .noLeftoverProcesses)
 struct ClientNbdkitInteropTests {
     typealias P = ClientInteropPeers
 

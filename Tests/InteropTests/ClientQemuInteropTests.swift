@@ -4,7 +4,7 @@ import NBDClient
 import NBDProtocol
 
 /// Our client library and `swiftnbd info/copy` against qemu-nbd and qemu-storage-daemon.
-@Suite("Client: against qemu-nbd and qemu-storage-daemon", .serialized)
+@Suite("Client: against qemu-nbd and qemu-storage-daemon", .serialized, .noLeftoverProcesses)
 struct ClientQemuInteropTests {
     typealias P = ClientInteropPeers
 
@@ -14,18 +14,19 @@ struct ClientQemuInteropTests {
     }
 
     @Test("the async API reads, writes, zeroes, trims, caches and flushes a raw image served by qemu-nbd",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func asyncAPIAgainstQemuNBD() async throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func asyncAPIAgainstQemuNBD(qemu: QEMUGeneration) async throws {
         let dir = TempDir("client-qemu")
         let image = dir.file("disk.raw")
         try makePatternFile(image, size: 4 << 20, seed: 11)
         let original = try Self.bytes(image, 0..<(4 << 20))
-        let (server, uri) = try P.qemuNBD(["-f", "raw", image], in: dir)
+        let (server, uri) = try P.qemuNBD(["-f", "raw", image], in: dir, qemu: qemu)
         defer { server.stop() }
 
         let connection = try await NBDConnection.connect(uri)
         #expect(connection.export.size == 4 << 20)
-        #expect(connection.export.replyMode != .simple, "qemu-nbd 7.2 offers structured replies")
+        // qemu-nbd 7.2 offers structured replies, 10 extended headers, and we take the best.
+        #expect(connection.export.replyMode == (qemu.speaksExtendedHeaders ? .extended : .structured))
         #expect(connection.export.metaContextID("base:allocation") != nil)
         // Reads at unaligned offsets and across the maximum payload.
         #expect(try await connection.read(at: 0, count: 4096) == Array(original[0..<4096]))
@@ -71,24 +72,26 @@ struct ClientQemuInteropTests {
     }
 
     @Test("copy of a qcow2 export equals qemu-img convert, and info --map equals nbdinfo --map",
-          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")))
-    func qcow2CopyAndMap() throws {
+          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")), arguments: QEMUGeneration.all)
+    func qcow2CopyAndMap(qemu: QEMUGeneration) throws {
         let dir = TempDir("client-qcow2")
         let image = dir.file("disk.qcow2")
-        #expect(try run(["qemu-img", "create", "-q", "-f", "qcow2", image, "64M"]).succeeded)
-        let io = try run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 1M", "-c", "write -P 0xcd 10M 512k",
+        #expect(try run([qemu.img, "create", "-q", "-f", "qcow2", image, "64M"]).succeeded)
+        let io = try run([qemu.io, "-f", "qcow2", "-c", "write -P 0xab 0 1M", "-c", "write -P 0xcd 10M 512k",
                           "-c", "write -z 20M 1M", "-c", "write -P 0x11 63M 1M", image])
         #expect(io.succeeded, "\(io)")
-        let (server, uri) = try P.qemuNBD(["-f", "qcow2", image], in: dir)
+        let (server, uri) = try P.qemuNBD(["-f", "qcow2", image], in: dir, qemu: qemu)
         defer { server.stop() }
 
         let out = dir.file("out.raw")
         let copy = try P.swiftnbd(["copy", uri, out])
         #expect(copy.succeeded, "\(copy)\n\(server.log)")
         let reference = dir.file("ref.raw")
-        #expect(try run(["qemu-img", "convert", "-U", "-O", "raw", image, reference]).succeeded)
+        #expect(try run([qemu.img, "convert", "-U", "-O", "raw", image, reference]).succeeded)
         #expect(filesEqual(out, reference))
 
+        let described = try P.swiftnbd(["info", uri])
+        #expect(described.stdout.contains(qemu.clientNegotiatedLine), "\(described)")
         let ours = try P.swiftnbd(["info", "--map", uri])
         let theirs = try run(["nbdinfo", "--map", uri])
         #expect(ours.succeeded, "\(ours)")
@@ -123,15 +126,15 @@ struct ClientQemuInteropTests {
     }
 
     @Test("a dirty bitmap exported with qemu-nbd -B maps like nbdinfo",
-          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")))
-    func dirtyBitmap() throws {
+          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")), arguments: QEMUGeneration.all)
+    func dirtyBitmap(qemu: QEMUGeneration) throws {
         let dir = TempDir("client-bitmap")
         let image = dir.file("disk.qcow2")
-        #expect(try run(["qemu-img", "create", "-q", "-f", "qcow2", image, "16M"]).succeeded)
-        let add = try run(["qemu-img", "bitmap", "--add", image, "b0"])
+        #expect(try run([qemu.img, "create", "-q", "-f", "qcow2", image, "16M"]).succeeded)
+        let add = try run([qemu.img, "bitmap", "--add", image, "b0"])
         #expect(add.succeeded, "\(add)")
-        #expect(try run(["qemu-io", "-f", "qcow2", "-c", "write -P 3 4M 128k", image]).succeeded)
-        let (server, uri) = try P.qemuNBD(["-B", "b0", "-f", "qcow2", image], in: dir)
+        #expect(try run([qemu.io, "-f", "qcow2", "-c", "write -P 3 4M 128k", image]).succeeded)
+        let (server, uri) = try P.qemuNBD(["-B", "b0", "-f", "qcow2", image], in: dir, qemu: qemu)
         defer { server.stop() }
         let ours = try P.swiftnbd(["info", "--map", "--map-context", "qemu:dirty-bitmap:b0", uri])
         let theirs = try run(["nbdinfo", "--map=qemu:dirty-bitmap:b0", uri])
@@ -145,13 +148,13 @@ struct ClientQemuInteropTests {
     }
 
     @Test("multi-connection copy into qemu-nbd lands byte for byte",
-          .enabled(if: Peers.available("qemu-nbd", "qemu-img")))
-    func multiConnCopyInto() throws {
+          .enabled(if: Peers.available("qemu-nbd", "qemu-img")), arguments: QEMUGeneration.all)
+    func multiConnCopyInto(qemu: QEMUGeneration) throws {
         let dir = TempDir("client-multi")
         let source = dir.file("src.raw"), target = dir.file("dst.raw")
         try makePatternFile(source, size: 24 << 20, seed: 3)
-        #expect(try run(["qemu-img", "create", "-q", "-f", "raw", target, "24M"]).succeeded)
-        let (server, uri) = try P.qemuNBD(["-f", "raw", "--cache=writeback", target], in: dir)
+        #expect(try run([qemu.img, "create", "-q", "-f", "raw", target, "24M"]).succeeded)
+        let (server, uri) = try P.qemuNBD(["-f", "raw", "--cache=writeback", target], in: dir, qemu: qemu)
         defer { server.stop() }
         let copy = try P.swiftnbd(["copy", "--connections", "4", "--requests", "8", "--request-size", "262144", "--flush", "--verify", source, uri])
         #expect(copy.succeeded, "\(copy)\n\(server.log)")
@@ -160,13 +163,13 @@ struct ClientQemuInteropTests {
     }
 
     @Test("qemu-storage-daemon exports are listed, described and written through",
-          .enabled(if: Peers.available("qemu-storage-daemon", "qemu-img", "nbdinfo")))
-    func storageDaemon() throws {
+          .enabled(if: Peers.available("qemu-storage-daemon", "qemu-img", "nbdinfo")), arguments: QEMUGeneration.all)
+    func storageDaemon(qemu: QEMUGeneration) throws {
         let dir = TempDir("client-qsd")
         let image = dir.file("disk.qcow2"), source = dir.file("src.raw")
         try makePatternFile(source, size: 8 << 20, seed: 9)
-        #expect(try run(["qemu-img", "create", "-q", "-f", "qcow2", image, "8M"]).succeeded)
-        let (server, uri) = try P.storageDaemon(image: image, format: "qcow2", in: dir, export: "vm1", description: "first-disk")
+        #expect(try run([qemu.img, "create", "-q", "-f", "qcow2", image, "8M"]).succeeded)
+        let (server, uri) = try P.storageDaemon(image: image, format: "qcow2", in: dir, export: "vm1", description: "first-disk", qemu: qemu)
         defer { server.stop() }
 
         let info = try P.swiftnbd(["info", "--json", uri])
@@ -188,7 +191,7 @@ struct ClientQemuInteropTests {
         #expect(filesEqual(source, back))
         server.stop()
         let reference = dir.file("ref.raw")
-        #expect(try run(["qemu-img", "convert", "-U", "-O", "raw", image, reference]).succeeded)
+        #expect(try run([qemu.img, "convert", "-U", "-O", "raw", image, reference]).succeeded)
         #expect(filesEqual(source, reference))
     }
 
@@ -250,15 +253,15 @@ struct ClientQemuInteropTests {
     }
 
     @Test("copy creates a new qcow2 image from an NBD export or a raw file; qemu-img compares it equal and checks it clean",
-          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io")))
-    func copyCreatesQcow2() throws {
+          .enabled(if: Peers.available("qemu-nbd", "qemu-img", "qemu-io")), arguments: QEMUGeneration.all)
+    func copyCreatesQcow2(qemu: QEMUGeneration) throws {
         let dir = TempDir("client-new-qcow2")
         let source = dir.file("src.raw")
         try makePatternFile(source, size: 6 << 20, seed: 29)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: source))
         try handle.truncate(atOffset: 20 << 20) // a zero tail that must stay unallocated
         try handle.close()
-        let (server, uri) = try P.qemuNBD(["-f", "raw", "-r", source], in: dir)
+        let (server, uri) = try P.qemuNBD(["-f", "raw", "-r", source], in: dir, qemu: qemu)
         defer { server.stop() }
 
         // By extension, from an NBD export.
@@ -272,11 +275,11 @@ struct ClientQemuInteropTests {
         #expect(fromFile.succeeded, "\(fromFile)")
 
         for image in [byName, byFlag] {
-            let info = try run(["qemu-img", "info", "-U", "--output=json", image])
+            let info = try run([qemu.img, "info", "-U", "--output=json", image])
             #expect(info.stdout.contains("\"format\": \"qcow2\""), "\(info)")
-            let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2", source, image])
+            let compare = try run([qemu.img, "compare", "-U", "-f", "raw", "-F", "qcow2", source, image])
             #expect(compare.succeeded, "\(compare)")
-            let check = try run(["qemu-img", "check", "-U", image])
+            let check = try run([qemu.img, "check", "-U", image])
             #expect(check.succeeded, "\(check)")
             // Only the data was allocated: the 14 MiB zero tail stays out of the image.
             let bytes = (try FileManager.default.attributesOfItem(atPath: image)[.size] as? NSNumber)?.intValue ?? 0
@@ -285,8 +288,8 @@ struct ClientQemuInteropTests {
 
         // A destination another process is writing is refused, not truncated.
         let busy = dir.file("busy.qcow2")
-        #expect(try run(["qemu-img", "create", "-q", "-f", "raw", busy, "20M"]).succeeded)
-        let (holder, _) = try P.qemuNBD(["-f", "raw", busy], in: dir, export: "busy")
+        #expect(try run([qemu.img, "create", "-q", "-f", "raw", busy, "20M"]).succeeded)
+        let (holder, _) = try P.qemuNBD(["-f", "raw", busy], in: dir, export: "busy", qemu: qemu)
         defer { holder.stop() }
         let refused = try P.swiftnbd(["copy", "--output-format", "qcow2", source, busy])
         #expect(!refused.succeeded && refused.stderr.contains("lock"), "\(refused)")

@@ -4,7 +4,7 @@ import NBDClient
 import NBDProtocol
 
 /// Our client against our own server (`swiftnbd serve`, the built binary), end to end.
-@Suite("Client: against swiftnbd serve", .serialized)
+@Suite("Client: against swiftnbd serve", .serialized, .noLeftoverProcesses)
 struct ClientSwiftnbdInteropTests {
     typealias P = ClientInteropPeers
 

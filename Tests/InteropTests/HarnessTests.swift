@@ -1,7 +1,7 @@
 import Testing
 import Foundation
 
-@Suite("Test harness")
+@Suite("Test harness", .noLeftoverProcesses)
 struct HarnessTests {
     @Test("run captures output and exit status")
     func runCapturesOutput() throws {
@@ -20,5 +20,30 @@ struct HarnessTests {
     func freePortsAreDistinct() {
         let ports = (0..<5).map { _ in FreePort.next() }
         #expect(Set(ports).count == 5)
+    }
+
+    @Test("the process ledger finds a detached grandchild of a test, and only by its own token")
+    func ledgerFindsDetachedGrandchildren() throws {
+        let token = "harness-\(UUID().uuidString.prefix(8))"
+        try ProcessLedger.$token.withValue(token) {
+            // The shell exits at once; its sleep runs on in a session of its own, like a
+            // daemonized qemu-nbd would. It closes every inherited descriptor first: Foundation
+            // counts a child as running while anything holds the socket it watches it by.
+            try run(["bash", "-c", "cd /proc/$$/fd && for fd in *; do [ $fd -gt 2 ] && eval \"exec $fd>&-\"; done; "
+                     + "setsid sleep 60 </dev/null >/dev/null 2>&1 &"], timeout: 20)
+        }
+        var survivors: [(pid: Int32, command: String)] = []
+        let deadline = Date().addingTimeInterval(10)
+        while survivors.isEmpty && Date() < deadline {
+            usleep(20_000)
+            survivors = ProcessLedger.survivors(of: token)
+        }
+        try #require(survivors.count == 1, "\(survivors)")
+        #expect(survivors[0].command == "sleep 60")
+        #expect(ProcessLedger.survivors(of: token + "x").isEmpty)
+        kill(survivors[0].pid, SIGKILL)
+        let gone = Date().addingTimeInterval(10)
+        while !ProcessLedger.survivors(of: token).isEmpty && Date() < gone { usleep(20_000) }
+        #expect(ProcessLedger.survivors(of: token).isEmpty)
     }
 }

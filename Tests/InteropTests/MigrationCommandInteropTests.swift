@@ -4,7 +4,7 @@ import QMP
 
 /// `swiftnbd migrate` end to end: the built binary drives two real QEMUs through the whole
 /// flow, and aborts cleanly when a phase fails.
-@Suite("swiftnbd migrate", .serialized)
+@Suite("swiftnbd migrate", .serialized, .noLeftoverProcesses)
 struct MigrationCommandInteropTests {
     static let tools = Peers.available("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "certtool")
     /// `--export-server` values: SwiftNBD in-process (the default) and as a `swiftnbd serve`
@@ -18,10 +18,12 @@ struct MigrationCommandInteropTests {
         let dst: String
         let source: MigrationVM
         let destination: MigrationVM
+        let qemu: QEMUGeneration
 
         /// - Parameter destinationFormat: raw (pre-filled with junk the mirror must overwrite)
         ///   or qcow2 (a new, empty image).
-        init(_ label: String, destinationFormat: String = "raw") throws {
+        init(_ label: String, destinationFormat: String = "raw", qemu: QEMUGeneration = .debian) throws {
+            self.qemu = qemu
             pki = try MigrationPKI.shared.get()
             dir = TempDir("migrate-\(label)")
             src = dir.file("src.raw")
@@ -34,15 +36,16 @@ struct MigrationCommandInteropTests {
                 guard create.succeeded else { throw MigrationTestFailure("\(create)") }
             }
             destination = try MigrationVM(name: "dst", in: dir, disk: dst, diskFormat: destinationFormat,
-                                          tls: (pki.trusted, "server"), incoming: true)
-            source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false)
+                                          tls: (pki.trusted, "server"), incoming: true, qemu: qemu)
+            source = try MigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false, qemu: qemu)
             try source.waitForGuest()
         }
 
         func migrate(_ extra: [String], timeout: Double = 120) throws -> RunResult {
             try withUnblockedSignals {
                 try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", destination.commandQMPPath,
-                         "--disk", "vda-format=\(dst)", "--tls-certificates", pki.trusted, "--json"] + extra, timeout: timeout)
+                         "--disk", "vda-format=\(dst)", "--tls-certificates", pki.trusted, "--json"] + extra,
+                    environment: qemu.pathEnvironment, timeout: timeout)
             }
         }
 
@@ -55,15 +58,15 @@ struct MigrationCommandInteropTests {
     }
 
     @Test("migrate moves a writing guest and reports times, throughput, downtime and bytes",
-          .enabled(if: tools), .timeLimit(.minutes(2)), arguments: exportServers)
-    func endToEnd(exportServer: String) throws {
-        let setup = try Setup(exportServer)
+          .enabled(if: tools), .timeLimit(.minutes(2)), arguments: exportServers, QEMUGeneration.all)
+    func endToEnd(exportServer: String, qemu: QEMUGeneration) throws {
+        let setup = try Setup("\(exportServer)-\(qemu.name)", qemu: qemu)
         defer { setup.shutdown() }
         let nbdPort = FreePort.next()
         let result = try setup.migrate(["--export-server", exportServer, "--nbd-port", String(nbdPort), "--no-resume", "--timeout", "60"])
         try #require(result.succeeded, "\(result)\n\(setup.context)")
         let report = try QMPValue.parse(Array(result.stdout.utf8))
-        print("[migrate via \(exportServer)] \(report)")
+        print("[migrate via \(exportServer), QEMU \(qemu.name)] \(report)")
         #expect(report["status"] == "completed")
         #expect((report["mirror-bytes"]?.intValue ?? 0) >= Int64(MigrationDisks.size))
         #expect((report["disk-transferred-bytes"]?.intValue ?? 0) >= Int64(MigrationDisks.size))
@@ -74,7 +77,7 @@ struct MigrationCommandInteropTests {
         #expect(report["destination-resumed"] == false)
         #expect(!canConnect(.tcp(host: "127.0.0.1", port: nbdPort)), "the export must be gone before the guest resumes")
 
-        let compare = try run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
+        let compare = try run([qemu.img, "compare", "-U", "-f", "raw", "-F", "raw", setup.src, setup.dst])
         #expect(compare.succeeded && compare.stdout.contains("Images are identical."), "\(compare)")
         let sourceTags = try MigrationGuestTags.scan(setup.src)
         #expect(sourceTags.maxCounter > 0)
@@ -233,6 +236,7 @@ struct MigrationCommandInteropTests {
                              "--mirror-speed", "1M", "--timeout", "60"]
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         process.standardError = FileHandle.nullDevice
+        ProcessLedger.tag(process)
         try withUnblockedSignals { try process.run() }
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
 

@@ -4,7 +4,7 @@ import Testing
 
 /// The QMP client: its parser and reply/event matching against a scripted peer, then against
 /// a real QEMU monitor.
-@Suite("QMP client")
+@Suite("QMP client", .noLeftoverProcesses)
 struct MigrationQMPInteropTests {
     private func connect(_ peer: MigrationFakeQMPPeer, timeout: Double = 5) throws -> QMPClient {
         try QMPClient(adoptingFileDescriptor: dup(peer.clientFD), timeout: timeout)
@@ -148,7 +148,7 @@ struct MigrationQMPInteropTests {
     }
 }
 
-@Suite("QMP wire format")
+@Suite("QMP wire format", .noLeftoverProcesses)
 struct MigrationQMPWireFormatTests {
     @Test("lines split on LF with the CR dropped, fed one byte at a time or all at once")
     func lineSplitting() throws {
@@ -196,7 +196,7 @@ struct MigrationQMPWireFormatTests {
     }
 }
 
-@Suite("QMP client against QEMU", .serialized)
+@Suite("QMP client against QEMU", .serialized, .noLeftoverProcesses)
 struct MigrationQMPQEMUInteropTests {
     @Test("a real QEMU monitor answers queries and refuses unknown commands with its error class",
           .enabled(if: Peers.available("qemu-system-x86_64")), .timeLimit(.minutes(2)))

@@ -5,7 +5,7 @@ import Testing
 
 /// Our qcow2 reader against qemu-img 7.2 on the committed fixtures (Fixtures/qcow2, made by
 /// scripts/make-qcow2-fixtures.sh).
-@Suite("qcow2 reader versus qemu-img")
+@Suite("qcow2 reader versus qemu-img", .noLeftoverProcesses)
 struct Qcow2ReaderInteropTests {
     @Test("every fixture reads exactly like qemu-img convert -O raw", .enabled(if: Peers.available("qemu-img")),
           arguments: Qcow2Fixtures.readable)

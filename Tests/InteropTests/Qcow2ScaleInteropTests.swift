@@ -6,7 +6,7 @@ import Testing
 /// default metadata cache and once with a cache of a handful of slices, so that queued L2
 /// entries, evictions and reloads interleave on nearly every request. These are the issue's
 /// repros: the server used to trap (a force unwrap in the L2 cache) within seconds.
-@Suite("qcow2 at real disk sizes", .serialized)
+@Suite("qcow2 at real disk sizes", .serialized, .noLeftoverProcesses)
 struct Qcow2ScaleInteropTests {
     static let tinyCache = ["--l2-cache-size", "16K", "--refcount-cache-size", "8K"]
 

@@ -6,7 +6,7 @@ import Testing
 
 /// qcow2 images served by `swiftnbd serve --format qcow2`, driven by real clients (qemu-io,
 /// fio's nbd engine, nbdinfo), then judged with qemu-img check/compare.
-@Suite("qcow2 through swiftnbd serve", .serialized)
+@Suite("qcow2 through swiftnbd serve", .serialized, .noLeftoverProcesses)
 struct Qcow2ServeInteropTests {
     static func qemuImg(_ args: [String]) throws {
         let r = try run(["qemu-img"] + args)
@@ -59,9 +59,9 @@ struct Qcow2ServeInteropTests {
             try #require(direct.succeeded, "\(direct)")
         }
         #expect(Qcow2Serve.stopCleanly(server), "\(server.log)")
-        let check = try run(["qemu-img", "check", image])
+        let check = try qemuImgEveryGeneration(["check", image])
         #expect(check.status == 0, "\(check)\n\(server.log)")
-        let compare = try run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", image, twin])
+        let compare = try qemuImgEveryGeneration(["compare", "-f", "qcow2", "-F", "raw", image, twin])
         #expect(compare.status == 0, "\(compare)")
     }
 
@@ -82,7 +82,7 @@ struct Qcow2ServeInteropTests {
                                 "--verify=md5", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse"], timeout: 240)
         #expect(fioMixed.succeeded, "\(fioMixed)\n\(server.log)")
         #expect(Qcow2Serve.stopCleanly(server), "\(server.log)")
-        let check = try run(["qemu-img", "check", image])
+        let check = try qemuImgEveryGeneration(["check", image])
         #expect(check.status == 0, "\(check)")
     }
 
@@ -134,6 +134,7 @@ struct Qcow2ServeInteropTests {
             client.arguments = ["qemu-io", "-f", "raw"] + commands.flatMap { ["-c", $0.text] } + [Qcow2Serve.uri(sock)]
             client.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
             client.standardError = FileHandle.nullDevice
+            ProcessLedger.tag(client)
             try client.run()
             usleep(UInt32.random(in: 5_000...120_000, using: &rng))
             server.crash()

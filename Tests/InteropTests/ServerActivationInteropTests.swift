@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Socket activation, SIGHUP and QEMU's export listing against the built server.
-@Suite("Server activation, reload and listing", .serialized)
+@Suite("Server activation, reload and listing", .serialized, .noLeftoverProcesses)
 struct ServerActivationInteropTests {
     @Test("under systemd socket activation the server serves the inherited socket",
           .enabled(if: Peers.available("systemd-socket-activate", "nbdinfo")))

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// libnbd in-process (option mode, aio) against `swiftnbd serve`.
-@Suite("Server ↔ libnbd in-process", .serialized)
+@Suite("Server ↔ libnbd in-process", .serialized, .noLeftoverProcesses)
 struct ServerLibNBDInteropTests {
     static var libnbdPresent: Bool { Peers.available("nbdinfo") }
 

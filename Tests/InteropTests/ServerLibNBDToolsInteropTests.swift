@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `swiftnbd serve` against libnbd's tools (nbdinfo, nbdcopy, nbdsh) and fio's nbd engine.
-@Suite("Server ↔ nbdinfo/nbdcopy/nbdsh/fio", .serialized)
+@Suite("Server ↔ nbdinfo/nbdcopy/nbdsh/fio", .serialized, .noLeftoverProcesses)
 struct ServerLibNBDToolsInteropTests {
     @Test("nbdinfo --json reports the size and the flags derived from the device",
           .enabled(if: Peers.available("nbdinfo")))

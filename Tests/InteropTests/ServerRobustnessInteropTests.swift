@@ -4,7 +4,7 @@ import Testing
 
 /// Malformed input, limits, signals and CLI errors against the built `swiftnbd serve`.
 /// After each bad client the server must still serve a well-behaved one.
-@Suite("Server robustness (raw sockets, limits, signals, CLI)", .serialized)
+@Suite("Server robustness (raw sockets, limits, signals, CLI)", .serialized, .noLeftoverProcesses)
 struct ServerRobustnessInteropTests {
     func serve(_ dir: TempDir, _ extra: [String] = [], size: UInt64 = 4 << 20) throws -> SwiftNBDServe {
         try makeSparseFile(dir.file("disk.img"), size: size)

@@ -4,15 +4,16 @@ import Testing
 
 /// Our client (`swiftnbd info`) over TLS against qemu-nbd and nbdkit, including every
 /// refusal it must produce with a clear sentence.
-@Suite("TLS: swiftnbd client against qemu-nbd and nbdkit", .serialized)
+@Suite("TLS: swiftnbd client against qemu-nbd and nbdkit", .serialized, .noLeftoverProcesses)
 struct TLSClientInteropTests {
     static let imageSize = 3 << 20
 
-    private func qemuNBD(_ creds: TLSCredentials, object: String, extra: [String] = []) throws -> (ServerProcess, Int) {
+    private func qemuNBD(_ creds: TLSCredentials, object: String, extra: [String] = [],
+                         qemu: QEMUGeneration) throws -> (ServerProcess, Int) {
         let image = creds.scratch.file("disk-\(UUID().uuidString.prefix(4)).raw")
         try makePatternFile(image, size: Self.imageSize, seed: 5)
         let port = FreePort.next()
-        let server = try startTLSPeer(["qemu-nbd", "--object", object, "--tls-creds", "tls0"] + extra +
+        let server = try startTLSPeer([qemu.nbd, "--object", object, "--tls-creds", "tls0"] + extra +
                                       ["-f", "raw", "-x", "disk", "-b", "127.0.0.1", "-p", "\(port)", "-t", image], port: port)
         return (server, port)
     }
@@ -30,23 +31,24 @@ struct TLSClientInteropTests {
     }
 
     @Test("x509 with a client certificate against qemu-nbd, by IP address and by name",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func qemuX509() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func qemuX509(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"), qemu: qemu)
         defer { server.stop() }
         let client = try creds.clientDirectory()
         for host in ["127.0.0.1", "localhost"] {
             let result = try info("nbds://\(host):\(port)/disk?tls-certificates=\(client)")
             #expect(result.succeeded, "\(result)\n\(server.log)")
             #expect(result.stdout.contains("\(Self.imageSize)"), "\(result)")
+            #expect(result.stdout.contains(qemu.clientNegotiatedLine), "\(result)")
         }
     }
 
-    @Test("PSK against qemu-nbd", .enabled(if: Peers.available("qemu-nbd")))
-    func qemuPSK() throws {
+    @Test("PSK against qemu-nbd", .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func qemuPSK(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.psk(dir: try creds.pskDirectory(), endpoint: "server"))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.psk(dir: try creds.pskDirectory(), endpoint: "server"), qemu: qemu)
         defer { server.stop() }
         let result = try info("nbds://alice@127.0.0.1:\(port)/disk?tls-psk-file=\(creds.pskFile)")
         #expect(result.succeeded, "\(result)\n\(server.log)")
@@ -68,10 +70,10 @@ struct TLSClientInteropTests {
     }
 
     @Test("a client trusting another CA refuses qemu-nbd: signed by an unknown CA",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func wrongCA() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func wrongCA(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"), qemu: qemu)
         defer { server.stop() }
         let result = try info("nbds://127.0.0.1:\(port)/disk?tls-certificates=\(try other.clientDirectory())")
         #expect(!result.succeeded)
@@ -79,20 +81,20 @@ struct TLSClientInteropTests {
     }
 
     @Test("tls-verify-peer=false accepts a server from another CA (explicit opt-out)",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func verifyPeerOptOut() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func verifyPeerOptOut(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server", verifyPeer: false))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server", verifyPeer: false), qemu: qemu)
         defer { server.stop() }
         let result = try info("nbds://127.0.0.1:\(port)/disk?tls-certificates=\(try other.clientDirectory(withClientCertificate: false))&tls-verify-peer=false")
         #expect(result.succeeded, "\(result)\n\(server.log)")
     }
 
     @Test("a name the server certificate does not carry is refused",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func hostnameMismatch() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func hostnameMismatch(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"), qemu: qemu)
         defer { server.stop() }
         let result = try info("nbds://127.0.0.1:\(port)/disk?tls-certificates=\(try creds.clientDirectory())&tls-hostname=wrong.example")
         #expect(!result.succeeded)
@@ -100,10 +102,10 @@ struct TLSClientInteropTests {
     }
 
     @Test("without a client certificate qemu-nbd refuses us and we say so",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func noClientCertificate() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func noClientCertificate(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
-        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"))
+        let (server, port) = try qemuNBD(creds, object: QEMUTLS.x509(dir: try creds.serverDirectory(), endpoint: "server"), qemu: qemu)
         defer { server.stop() }
         let result = try info("nbds://127.0.0.1:\(port)/disk?tls-certificates=\(try creds.clientDirectory(withClientCertificate: false))")
         #expect(!result.succeeded)

@@ -3,7 +3,7 @@ import Testing
 
 /// A TLS-requiring `swiftnbd` client against a downgrading man-in-the-middle (CVE-2019-14842
 /// class): it must refuse with one clear sentence and never name an export in plaintext.
-@Suite("TLS: require-mode client refuses downgrades", .serialized)
+@Suite("TLS: require-mode client refuses downgrades", .serialized, .noLeftoverProcesses)
 struct TLSDowngradeInteropTests {
     private func attempt(_ script: TLSScriptedServer.Script) throws -> (RunResult, TLSScriptedServer) {
         let creds = try TLSCredentials(label: "downgrade")

@@ -4,15 +4,15 @@ import Testing
 
 /// `swiftnbd serve` over TLS with the real clients (qemu-img, qemu-io, nbdinfo, nbdcopy),
 /// data checked byte for byte, and every refusal checked on both ends.
-@Suite("TLS: swiftnbd serve with qemu and libnbd clients", .serialized)
+@Suite("TLS: swiftnbd serve with qemu and libnbd clients", .serialized, .noLeftoverProcesses)
 struct TLSServerInteropTests {
     private func imageOpts(_ serve: TLSServe, host: String = "127.0.0.1") -> String {
         QEMUTLS.nbdImageOpts(port: serve.port, export: "disk", host: host)
     }
 
     /// `qemu-img info` of the export with QEMU's x509 client credentials from `clientDirectory`.
-    private func qemuImgInfo(_ serve: TLSServe, clientDirectory: String) throws -> RunResult {
-        try run(["qemu-img", "info", "--object", QEMUTLS.x509(dir: clientDirectory, endpoint: "client"),
+    private func qemuImgInfo(_ serve: TLSServe, clientDirectory: String, qemu: QEMUGeneration) throws -> RunResult {
+        try run([qemu.img, "info", "--object", QEMUTLS.x509(dir: clientDirectory, endpoint: "client"),
                  "--image-opts", imageOpts(serve)])
     }
 
@@ -22,30 +22,31 @@ struct TLSServerInteropTests {
     }
 
     @Test("qemu-img reads the export over x509 with a client certificate, byte for byte; qemu-io writes through it",
-          .enabled(if: Peers.available("qemu-img", "qemu-io")))
-    func qemuX509() throws {
+          .enabled(if: Peers.available("qemu-img", "qemu-io")), arguments: QEMUGeneration.all)
+    func qemuX509(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
         defer { serve.stop() }
         let copy = creds.scratch.file("copy.raw")
         let object = QEMUTLS.x509(dir: try creds.clientDirectory(), endpoint: "client")
-        let read = try run(["qemu-img", "convert", "-O", "raw", "--object", object, "--image-opts", imageOpts(serve), copy])
+        let read = try run([qemu.img, "convert", "-O", "raw", "--object", object, "--image-opts", imageOpts(serve), copy])
         #expect(read.succeeded, "\(read)\n\(serve.log)")
         #expect(filesEqual(serve.image, copy))
-        let write = try run(["qemu-io", "--object", object, "--image-opts", imageOpts(serve, host: "localhost"),
+        let write = try run([qemu.io, "--object", object, "--image-opts", imageOpts(serve, host: "localhost"),
                              "-c", "write -P 0xab 65536 65536", "-c", "read -P 0xab 65536 65536", "-c", "flush"])
         #expect(write.succeeded && !write.stdout.contains("Pattern verification failed"), "\(write)\n\(serve.log)")
         #expect(try fileBytes(serve.image, 65536..<131072) == [UInt8](repeating: 0xab, count: 65536))
+        #expect(serve.log.contains(qemu.serverLogReplyForm), "\(serve.log)")
     }
 
     @Test("qemu-img reads over PSK with username alice, byte for byte",
-          .enabled(if: Peers.available("qemu-img")))
-    func qemuPSK() throws {
+          .enabled(if: Peers.available("qemu-img")), arguments: QEMUGeneration.all)
+    func qemuPSK(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-psk", creds.pskFile])
         defer { serve.stop() }
         let copy = creds.scratch.file("copy.raw")
-        let result = try run(["qemu-img", "convert", "-O", "raw", "--object", QEMUTLS.psk(dir: try creds.pskDirectory(), endpoint: "client", username: "alice"),
+        let result = try run([qemu.img, "convert", "-O", "raw", "--object", QEMUTLS.psk(dir: try creds.pskDirectory(), endpoint: "client", username: "alice"),
                               "--image-opts", imageOpts(serve), copy])
         #expect(result.succeeded, "\(result)\n\(serve.log)")
         #expect(filesEqual(serve.image, copy))
@@ -82,16 +83,16 @@ struct TLSServerInteropTests {
     }
 
     @Test("qemu-nbd -L lists the exports over TLS (LIST only after STARTTLS in require mode)",
-          .enabled(if: Peers.available("qemu-nbd")))
-    func qemuList() throws {
+          .enabled(if: Peers.available("qemu-nbd")), arguments: QEMUGeneration.all)
+    func qemuList(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
         defer { serve.stop() }
-        let result = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)",
+        let result = try run([qemu.nbd, "-L", "-b", "127.0.0.1", "-p", "\(serve.port)",
                               "--object", QEMUTLS.x509(dir: try creds.clientDirectory(), endpoint: "client"), "--tls-creds", "tls0"])
         #expect(result.succeeded, "\(result)\n\(serve.log)")
         #expect(result.stdout.contains("export: 'disk'"), "\(result)")
-        let plaintext = try run(["qemu-nbd", "-L", "-b", "127.0.0.1", "-p", "\(serve.port)"])
+        let plaintext = try run([qemu.nbd, "-L", "-b", "127.0.0.1", "-p", "\(serve.port)"])
         #expect(!plaintext.stdout.contains("export: 'disk'"), "exports listed without TLS: \(plaintext)")
     }
 
@@ -109,25 +110,25 @@ struct TLSServerInteropTests {
     }
 
     @Test("a plaintext client is refused by a TLS-requiring server",
-          .enabled(if: Peers.available("qemu-img", "nbdinfo")))
-    func plaintextRefused() throws {
+          .enabled(if: Peers.available("qemu-img", "nbdinfo")), arguments: QEMUGeneration.all)
+    func plaintextRefused(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
         defer { serve.stop() }
-        let qemu = try run(["qemu-img", "info", "nbd://127.0.0.1:\(serve.port)/disk"])
-        #expect(!qemu.succeeded)
-        #expect(qemu.stderr.contains("TLS"), "\(qemu)")
+        let refused = try run([qemu.img, "info", "nbd://127.0.0.1:\(serve.port)/disk"])
+        #expect(!refused.succeeded)
+        #expect(refused.stderr.contains("TLS"), "\(refused)")
         let libnbd = try run(["nbdinfo", "nbd://127.0.0.1:\(serve.port)/disk"])
         #expect(!libnbd.succeeded, "\(libnbd)")
     }
 
     @Test("a client trusting another CA refuses our server, and the server logs the rejection",
-          .enabled(if: Peers.available("qemu-img")))
-    func clientTrustsOtherCA() throws {
+          .enabled(if: Peers.available("qemu-img")), arguments: QEMUGeneration.all)
+    func clientTrustsOtherCA(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials(), other = try TLSCredentials(label: "other")
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
         defer { serve.stop() }
-        let result = try qemuImgInfo(serve, clientDirectory: try other.clientDirectory(withClientCertificate: false))
+        let result = try qemuImgInfo(serve, clientDirectory: try other.clientDirectory(withClientCertificate: false), qemu: qemu)
         #expect(!result.succeeded, "\(result)")
         #expect(result.stderr.contains("known issuer"), "\(result)")
         // QEMU checks the chain after the handshake and just closes; GnuTLS clients (ours)
@@ -140,24 +141,24 @@ struct TLSServerInteropTests {
     }
 
     @Test("a client without a certificate is refused and the server says why",
-          .enabled(if: Peers.available("qemu-img")))
-    func noClientCertificate() throws {
+          .enabled(if: Peers.available("qemu-img")), arguments: QEMUGeneration.all)
+    func noClientCertificate(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory])
         defer { serve.stop() }
-        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false))
+        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false), qemu: qemu)
         #expect(!result.succeeded, "\(result)")
         serve.stop()
         #expect(serve.log.contains("presented no certificate"), "\(serve.log)")
     }
 
     @Test("--no-tls-verify-peer admits a client without a certificate",
-          .enabled(if: Peers.available("qemu-img")))
-    func verifyPeerOff() throws {
+          .enabled(if: Peers.available("qemu-img")), arguments: QEMUGeneration.all)
+    func verifyPeerOff(qemu: QEMUGeneration) throws {
         let creds = try TLSCredentials()
         let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
         defer { serve.stop() }
-        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false))
+        let result = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(withClientCertificate: false), qemu: qemu)
         #expect(result.succeeded, "\(result)\n\(serve.log)")
     }
 
@@ -206,14 +207,14 @@ struct TLSServerInteropTests {
     }
 
     @Test("expired and not-yet-valid server certificates are refused by qemu-img and by our client",
-          .enabled(if: Peers.available("qemu-img")))
-    func expiredServerCertificates() throws {
+          .enabled(if: Peers.available("qemu-img")), arguments: QEMUGeneration.all)
+    func expiredServerCertificates(qemu: QEMUGeneration) throws {
         for (flag, words) in [("--expired", "expired"), ("--not-yet-valid", "not yet valid")] {
             let creds = try TLSCredentials(label: "dates", extra: [flag])
             let serve = try TLSServe(creds.scratch, tls: ["--tls-certificates", creds.directory, "--no-tls-verify-peer"])
             defer { serve.stop() }
-            let qemu = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory())
-            #expect(!qemu.succeeded, "\(flag): \(qemu)")
+            let refused = try qemuImgInfo(serve, clientDirectory: try creds.clientDirectory(), qemu: qemu)
+            #expect(!refused.succeeded, "\(flag): \(refused)")
             let ours = try run([Peers.swiftnbd, "info", "nbds://localhost:\(serve.port)/disk?tls-certificates=\(try creds.clientDirectory(name: "ours"))"])
             #expect(!ours.succeeded)
             #expect(ours.stderr.contains(words), "\(flag): \(ours)")

@@ -3,7 +3,7 @@ import Testing
 
 /// TLS over Unix sockets (names come from tls-hostname only), `swiftnbd copy` over TLS with
 /// data checked byte for byte, and startup errors for unusable credentials.
-@Suite("TLS: Unix sockets, copy, and startup checks", .serialized)
+@Suite("TLS: Unix sockets, copy, and startup checks", .serialized, .noLeftoverProcesses)
 struct TLSUnixAndCopyInteropTests {
     @Test("swiftnbd copy reads qemu-nbd over x509 and nbdkit over PSK byte for byte, and writes back through qemu-nbd",
           .enabled(if: Peers.available("qemu-nbd", "nbdkit")))

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Disk images for the migration tests (block-migration.md §7): a source with seeded
+/// Disk images for the migration tests (docs/migration.md §7): a source with seeded
 /// pseudo-random data, known regions and the boot-sector guest in sector 0; a destination
 /// pre-filled with junk so a copy that skips or loses data shows up.
 enum MigrationDisks {
@@ -30,7 +30,7 @@ enum MigrationDisks {
         try Data(repeating: 0xEE, count: size).write(to: URL(fileURLWithPath: path))
     }
 
-    /// `qemu-io -U -r` reads of the known regions (block-migration.md §8).
+    /// `qemu-io -U -r` reads of the known regions (docs/migration.md §7).
     static func checkKnownRegions(_ path: String) throws -> RunResult {
         try run(["qemu-io", "-U", "-r", "-f", "raw", "-c", "read -P 0xa5 64M 1M", "-c", "read -P 0x5a 128M 1M",
                  "-c", "read -P 0 224M 32M", path])

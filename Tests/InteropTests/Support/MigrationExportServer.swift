@@ -19,7 +19,8 @@ enum MigrationExportServer: String, CaseIterable, Sendable, CustomStringConverti
     /// client-certificate verification against `pki` when given, plaintext otherwise.
     /// `exitOnDisconnect` (swiftnbd only): the server exits by itself once the mirror's
     /// connection closes, instead of waiting for SIGTERM.
-    func start(image: String, port: Int, pki: String?, exitOnDisconnect: Bool = false) throws -> ServerProcess {
+    func start(image: String, port: Int, pki: String?, exitOnDisconnect: Bool = false,
+               qemu: QEMUGeneration = .debian) throws -> ServerProcess {
         let args: [String]
         switch self {
         case .swiftnbd:
@@ -28,7 +29,7 @@ enum MigrationExportServer: String, CaseIterable, Sendable, CustomStringConverti
                 + (exitOnDisconnect ? ["--exit-on-disconnect"] : [])
                 + [image]
         case .qemuNBD:
-            args = ["qemu-nbd"]
+            args = [qemu.nbd]
                 + (pki.map { ["--object", "tls-creds-x509,id=tls0,dir=\($0),endpoint=server,verify-peer=on", "--tls-creds", "tls0"] } ?? [])
                 + ["-f", "raw", "--cache=writeback", "-b", "127.0.0.1", "-p", String(port), "-x", "vda", "-t", "-e", "4", image]
         }

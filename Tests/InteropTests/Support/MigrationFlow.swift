@@ -1,7 +1,7 @@
 import Foundation
 import QMP
 
-/// Drives two QEMUs through the safe B1 sequence of block-migration.md §4/§5, step by step,
+/// Drives two QEMUs through the safe B1 sequence of docs/migration.md §3.1, step by step,
 /// with a time limit on every wait. The test keeps this independent of the `Migration`
 /// module so that `swiftnbd migrate` is checked against a second, explicit rendering of the
 /// same sequence.

@@ -2,11 +2,11 @@ import Foundation
 
 /// Test certificates in QEMU's x509 directory layout, made with certtool:
 /// `ca-cert.pem server-cert.pem server-key.pem client-cert.pem client-key.pem`, CN=localhost
-/// with SANs localhost, 127.0.0.1 and ::1 (block-migration.md §1).
+/// with SANs localhost, 127.0.0.1 and ::1 (docs/migration.md §6).
 ///
 /// `foreignClient` is for the negative test: a client certificate from an unrelated CA. Its
 /// `ca-cert.pem` bundles both CAs, because QEMU checks its *own* certificate against its
-/// ca-cert.pem when the creds load and would refuse locally otherwise (block-migration.md §9);
+/// ca-cert.pem when the creds load and would refuse locally otherwise (docs/migration.md §6);
 /// the server is then the only one that can refuse it.
 final class MigrationPKI: @unchecked Sendable {
     let root: TempDir
@@ -67,7 +67,10 @@ final class MigrationPKI: @unchecked Sendable {
 
             """
         try template.write(toFile: "\(dir)/\(role).info", atomically: true, encoding: .utf8)
-        try certtool(["--generate-privkey", "--key-type", "ecdsa", "--outfile", "\(dir)/\(role)-key.pem"])
+        // RSA, not ECDSA: certtool drops `encryption_key` (keyEncipherment) for an ECDSA key,
+        // and QEMU 10 refuses a server or client certificate whose critical key usage lacks it
+        // ("usage does not permit key encipherment"); QEMU 7.2 accepted it.
+        try certtool(["--generate-privkey", "--key-type", "rsa", "--bits", "2048", "--outfile", "\(dir)/\(role)-key.pem"])
         try certtool(["--generate-certificate", "--load-privkey", "\(dir)/\(role)-key.pem",
                       "--load-ca-certificate", "\(caDir)/ca-cert.pem", "--load-ca-privkey", "\(caDir)/ca-key.pem",
                       "--template", "\(dir)/\(role).info", "--outfile", "\(dir)/\(role)-cert.pem"])

@@ -2,7 +2,7 @@ import Foundation
 import QMP
 
 /// One qemu-system-x86_64 process for the migration tests: the cheap boot-sector VM of
-/// block-migration.md §7 (SeaBIOS, one virtio-blk disk, debugcon on 0x402, QMP on a Unix
+/// docs/migration.md §7 (SeaBIOS, one virtio-blk disk, debugcon on 0x402, QMP on a Unix
 /// socket). Stopped by PID when released.
 final class MigrationVM: @unchecked Sendable {
     let name: String
@@ -32,14 +32,15 @@ final class MigrationVM: @unchecked Sendable {
     ///   - dataDisk: a second disk the guest does not touch, as node `vdb-format`.
     ///   - tls: the x509 directory and this VM's endpoint for object `tls0`, or nil.
     ///   - incoming: start paused with `-S -incoming defer` (the destination).
+    ///   - qemu: which QEMU generation runs the VM.
     init(name: String, in dir: TempDir, disk: String?, diskFormat: String = "raw",
          dataDisk: (path: String, format: String)? = nil, tls: (dir: String, endpoint: String)?,
-         incoming: Bool, paused: Bool = false, machine: String = "pc") throws {
+         incoming: Bool, paused: Bool = false, machine: String = "pc", qemu: QEMUGeneration = .debian) throws {
         self.name = name
         qmpPath = dir.file("\(name).qmp")
         commandQMPPath = dir.file("\(name)-cmd.qmp")
         debugconPath = dir.file("\(name)-debugcon.log")
-        var args = ["qemu-system-x86_64", "-name", name, "-machine", machine] + MigrationVM.accelerator + [
+        var args = [qemu.system, "-name", name, "-machine", machine] + MigrationVM.accelerator + [
             "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", "unix:\(qmpPath),server=on,wait=off",
             "-qmp", "unix:\(commandQMPPath),server=on,wait=off",

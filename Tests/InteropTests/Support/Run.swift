@@ -29,7 +29,7 @@ func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
+    var env = ProcessLedger.environment()
     env.merge(environment) { _, new in new }
     process.environment = env
     process.standardOutput = try FileHandle(forWritingTo: outURL)

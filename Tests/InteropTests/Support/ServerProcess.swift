@@ -84,7 +84,7 @@ final class ServerProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
+        var env = ProcessLedger.environment()
         env.merge(environment) { _, new in new }
         process.environment = env
         process.standardOutput = log

@@ -5,7 +5,8 @@ import Foundation
 /// A child inherits the signal mask of the thread that spawns it, and Swift's test threads
 /// block nearly all signals (seen: SigBlk fffffffe3bfbea67 on a qemu-nbd started from a test).
 /// qemu-nbd never unblocks SIGTERM, so `ServerProcess.stop()` waited its whole grace period and
-/// fell back to SIGKILL: no clean shutdown, which is exactly what B1 step 7 relies on.
+/// fell back to SIGKILL: no clean shutdown, which is exactly what step 8 of the
+/// B1 sequence (docs/migration.md §3.1) relies on.
 /// `run` and `ServerProcess` spawn through this, so every child starts with a clean mask.
 func withUnblockedSignals<T>(_ body: () throws -> T) rethrows -> T {
     var empty = sigset_t(), saved = sigset_t()
