@@ -11,6 +11,43 @@ public enum CertificateKind: Sendable, Equatable {
     case client
 }
 
+/// The basicConstraints, keyUsage and extendedKeyUsage an issued certificate carries.
+/// `init(for:)` gives what QEMU 7.2 and 10 both accept for the kind (see
+/// `QEMUCredentialRules`); tests change single fields to issue certificates QEMU refuses.
+public struct CertificateExtensions: Sendable, Hashable {
+    /// nil: no basicConstraints extension.
+    public var basicConstraints: Certificate.BasicConstraints?
+    /// nil: no keyUsage extension.
+    public var keyUsage: Certificate.KeyUsageExtension?
+    /// Empty: no extendedKeyUsage extension.
+    public var keyPurposes: [String]
+    public var keyPurposesCritical: Bool
+
+    public init(basicConstraints: Certificate.BasicConstraints?, keyUsage: Certificate.KeyUsageExtension?,
+                keyPurposes: [String] = [], keyPurposesCritical: Bool = false) {
+        self.basicConstraints = basicConstraints
+        self.keyUsage = keyUsage
+        self.keyPurposes = keyPurposes
+        self.keyPurposesCritical = keyPurposesCritical
+    }
+
+    /// A CA: critical CA:TRUE and critical keyCertSign + cRLSign. A server or client: critical
+    /// CA:FALSE, critical digitalSignature + keyEncipherment (QEMU 10 wants both whatever the
+    /// key type) and the TLS WWW server or client purpose (not critical).
+    public init(for kind: CertificateKind) {
+        switch kind {
+        case .authority:
+            self.init(basicConstraints: .init(isCA: true), keyUsage: .init(usage: [.keyCertSign, .crlSign]))
+        case .server:
+            self.init(basicConstraints: .init(isCA: false), keyUsage: .init(usage: [.digitalSignature, .keyEncipherment]),
+                      keyPurposes: [Certificate.KeyPurpose.tlsServerOID])
+        case .client:
+            self.init(basicConstraints: .init(isCA: false), keyUsage: .init(usage: [.digitalSignature, .keyEncipherment]),
+                      keyPurposes: [Certificate.KeyPurpose.tlsClientOID])
+        }
+    }
+}
+
 /// Issues X.509 certificates with GnuTLS (no openssl or certtool needed).
 public struct CertificateIssuer: Sendable {
     public var kind: CertificateKind
@@ -20,6 +57,8 @@ public struct CertificateIssuer: Sendable {
     /// allowed on purpose (negative tests).
     public var notBefore: Int
     public var notAfter: Int
+    /// nil: the extensions `CertificateExtensions(for: kind)` gives.
+    public var extensions: CertificateExtensions?
 
     public init(kind: CertificateKind, subject: String, notBefore: Int, notAfter: Int) {
         self.kind = kind
@@ -56,14 +95,8 @@ public struct CertificateIssuer: Sendable {
         }
         try gnutlsCheck(gnutls_x509_crt_set_key(h, key.handle), .x509, "cannot set the certificate key")
 
-        switch kind {
-        case .authority:
-            try gnutlsCheck(gnutls_x509_crt_set_basic_constraints(h, 1, -1), .x509, "cannot set basicConstraints")
-            try gnutlsCheck(gnutls_x509_crt_set_key_usage(h, UInt32(GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN)), .x509, "cannot set keyUsage")
-        case let .server(dnsNames, ipAddresses):
-            try gnutlsCheck(gnutls_x509_crt_set_basic_constraints(h, 0, -1), .x509, "cannot set basicConstraints")
-            try gnutlsCheck(gnutls_x509_crt_set_key_usage(h, UInt32(GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)), .x509, "cannot set keyUsage")
-            try gnutlsCheck(gnutls_x509_crt_set_key_purpose_oid(h, "1.3.6.1.5.5.7.3.1", 0), .x509, "cannot set the TLS server purpose")
+        try Self.apply(extensions ?? CertificateExtensions(for: kind), to: h)
+        if case let .server(dnsNames, ipAddresses) = kind {
             for name in dnsNames {
                 try gnutlsCheck(gnutls_x509_crt_set_subject_alt_name(h, GNUTLS_SAN_DNSNAME, name, UInt32(name.utf8.count), UInt32(GNUTLS_FSAN_APPEND)),
                                 .x509, "cannot add DNS name '\(name)'")
@@ -73,10 +106,6 @@ public struct CertificateIssuer: Sendable {
                 try gnutlsCheck(gnutls_x509_crt_set_subject_alt_name(h, GNUTLS_SAN_IPADDRESS, bytes, UInt32(bytes.count), UInt32(GNUTLS_FSAN_APPEND)),
                                 .x509, "cannot add IP address '\(address)'")
             }
-        case .client:
-            try gnutlsCheck(gnutls_x509_crt_set_basic_constraints(h, 0, -1), .x509, "cannot set basicConstraints")
-            try gnutlsCheck(gnutls_x509_crt_set_key_usage(h, UInt32(GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_ENCIPHERMENT)), .x509, "cannot set keyUsage")
-            try gnutlsCheck(gnutls_x509_crt_set_key_purpose_oid(h, "1.3.6.1.5.5.7.3.2", 0), .x509, "cannot set the TLS client purpose")
         }
 
         var keyID = [UInt8](repeating: 0, count: 64)
@@ -94,8 +123,61 @@ public struct CertificateIssuer: Sendable {
         } else {
             _ = gnutls_x509_crt_set_authority_key_id(h, keyID, keyIDSize)
         }
-        try gnutlsCheck(gnutls_x509_crt_sign2(h, signer.certificate.handle, signer.key.handle, GNUTLS_DIG_SHA256, 0), .x509, "cannot sign the certificate")
+        try gnutlsCheck(gnutls_x509_crt_sign2(h, signer.certificate.handle, signer.key.handle, signer.key.certificateSigningDigest, 0), .x509, "cannot sign the certificate")
         return crt
+    }
+
+    /// Writes basicConstraints, keyUsage and extendedKeyUsage with the requested critical flags.
+    static func apply(_ extensions: CertificateExtensions, to h: gnutls_x509_crt_t) throws {
+        if let constraints = extensions.basicConstraints {
+            let pathLength = Int32(clamping: constraints.pathLength ?? -1)
+            if constraints.isCritical {
+                try gnutlsCheck(gnutls_x509_crt_set_basic_constraints(h, constraints.isCA ? 1 : 0, pathLength), .x509, "cannot set basicConstraints")
+            } else {
+                try setExtension(h, oid: "2.5.29.19", der: DER.basicConstraints(constraints), what: "basicConstraints")
+            }
+        }
+        if let usage = extensions.keyUsage {
+            if usage.isCritical {
+                try gnutlsCheck(gnutls_x509_crt_set_key_usage(h, usage.usage.rawValue), .x509, "cannot set keyUsage")
+            } else {
+                try setExtension(h, oid: "2.5.29.15", der: DER.keyUsage(usage.usage), what: "keyUsage")
+            }
+        }
+        for oid in extensions.keyPurposes {
+            try gnutlsCheck(gnutls_x509_crt_set_key_purpose_oid(h, oid, extensions.keyPurposesCritical ? 1 : 0), .x509, "cannot set key purpose \(oid)")
+        }
+    }
+
+    /// Adds a non-critical extension from its DER value. (GnuTLS's own setters always mark
+    /// basicConstraints and keyUsage critical, and its encoders are not in the imported headers.)
+    private static func setExtension(_ h: gnutls_x509_crt_t, oid: String, der: [UInt8], what: String) throws {
+        try gnutlsCheck(gnutls_x509_crt_set_extension_by_oid(h, oid, der, der.count, 0), .x509, "cannot set \(what)")
+    }
+
+    /// DER values of the two extensions issued non-critical.
+    enum DER {
+        /// BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER (0..MAX) OPTIONAL }
+        static func basicConstraints(_ constraints: Certificate.BasicConstraints) -> [UInt8] {
+            var body: [UInt8] = constraints.isCA ? [0x01, 0x01, 0xff] : []
+            if constraints.isCA, let pathLength = constraints.pathLength, pathLength >= 0 {
+                var digits: [UInt8] = []
+                var rest = pathLength
+                repeat { digits.insert(UInt8(truncatingIfNeeded: rest), at: 0); rest >>= 8 } while rest > 0
+                if let first = digits.first, first & 0x80 != 0 { digits.insert(0, at: 0) }
+                body += [0x02, UInt8(truncatingIfNeeded: digits.count)] + digits
+            }
+            return [0x30, UInt8(truncatingIfNeeded: body.count)] + body
+        }
+
+        /// KeyUsage ::= BIT STRING (digitalSignature is bit 0, the top bit of the first byte;
+        /// GnuTLS's flag values follow that layout, decipherOnly being 0x8000).
+        static func keyUsage(_ usage: Certificate.KeyUsage) -> [UInt8] {
+            var bytes = [UInt8(truncatingIfNeeded: usage.rawValue), UInt8(truncatingIfNeeded: usage.rawValue >> 8) & 0x80]
+            while let last = bytes.last, last == 0 { bytes.removeLast() }
+            let unused = UInt8(truncatingIfNeeded: bytes.last?.trailingZeroBitCount ?? 0)
+            return [0x03, UInt8(truncatingIfNeeded: bytes.count + 1), unused] + bytes
+        }
     }
 
     /// Binary form of an IPv4 or IPv6 literal.

@@ -30,6 +30,55 @@ public final class PrivateKey: @unchecked Sendable {
         try gnutlsCheck(rc, .x509, "cannot generate a \(algorithm.rawValue) key")
     }
 
+    /// Key types beyond `Algorithm`, for tests that need certificates with keys QEMU's peers
+    /// cannot use (DSA, small RSA, P-224) or other usable ones (Ed25519, P-384).
+    enum TestKeyType: Sendable, Hashable {
+        case rsa(bits: UInt32)
+        case rsaPSS(bits: UInt32)
+        case dsa(bits: UInt32)
+        case ecdsa(curve: Curve)
+        case ed25519
+        case ed448
+
+        enum Curve: Sendable, Hashable { case p192, p224, p256, p384, p521 }
+    }
+
+    convenience init(generatingForTests type: TestKeyType) throws {
+        try self.init(empty: ())
+        let rc: Int32
+        switch type {
+        case let .rsa(bits): rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_RSA, bits, 0)
+        case let .rsaPSS(bits): rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_RSA_PSS, bits, 0)
+        case let .dsa(bits): rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_DSA, bits, 0)
+        case let .ecdsa(curve):
+            let id: gnutls_ecc_curve_t
+            switch curve {
+            case .p192: id = GNUTLS_ECC_CURVE_SECP192R1
+            case .p224: id = GNUTLS_ECC_CURVE_SECP224R1
+            case .p256: id = GNUTLS_ECC_CURVE_SECP256R1
+            case .p384: id = GNUTLS_ECC_CURVE_SECP384R1
+            case .p521: id = GNUTLS_ECC_CURVE_SECP521R1
+            }
+            rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_ECDSA, swiftnbd_gnutls_curve_to_bits(id), 0)
+        case .ed25519:
+            rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_EDDSA_ED25519, swiftnbd_gnutls_curve_to_bits(GNUTLS_ECC_CURVE_ED25519), 0)
+        case .ed448:
+            rc = gnutls_x509_privkey_generate(handle, GNUTLS_PK_EDDSA_ED448, swiftnbd_gnutls_curve_to_bits(GNUTLS_ECC_CURVE_ED448), 0)
+        }
+        try gnutlsCheck(rc, .x509, "cannot generate a \(type) key")
+    }
+
+    /// The digest to sign certificates with: SHA-256, except that EdDSA keys fix their own
+    /// (GnuTLS refuses SHA-256 with them and picks the right one for "unknown").
+    var certificateSigningDigest: gnutls_digest_algorithm_t {
+        let pk = gnutls_x509_privkey_get_pk_algorithm(handle)
+        guard pk >= 0 else { return GNUTLS_DIG_SHA256 }
+        switch gnutls_pk_algorithm_t(rawValue: UInt32(pk)) {
+        case GNUTLS_PK_EDDSA_ED25519, GNUTLS_PK_EDDSA_ED448: return GNUTLS_DIG_UNKNOWN
+        default: return GNUTLS_DIG_SHA256
+        }
+    }
+
     /// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
     public convenience init(pem: [UInt8], source: String = "private key") throws {
         try self.init(empty: ())

@@ -4,12 +4,13 @@ import NBDTLS
 import Glibc
 #endif
 
-/// `swiftnbd certs check DIR [--hostname NAME]`: chain validity, expiry, SAN match, and the
-/// subject DNs to give `--tls-authz` (or QEMU's authz-simple) in both attribute orders.
+/// `swiftnbd certs check DIR [--hostname NAME]`: QEMU's credential rules (validity, basic
+/// constraints, key usage, key purpose, key type; see `QEMUCredentialRules`), chain, SAN
+/// match, and the subject DNs to give `--tls-authz` (or QEMU's authz-simple) in both orders.
 struct CertsCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Check the credentials in DIR: chains, expiry, hostnames, DNs."
+        abstract: "Check the credentials in DIR against QEMU's rules: expiry, CA flags, key usage and purpose, key types, chains, hostnames, DNs."
     )
 
     @Argument(help: "Credential directory (QEMU layout).")
@@ -21,6 +22,7 @@ struct CertsCheckCommand: ParsableCommand {
     func run() throws {
         var problems = 0
         let L = QEMUCredentialLayout.self
+        let rules = QEMUCredentialRules()
         let file: (String) -> String = { "\(directory)/\($0)" }
         guard access(file(L.caCertificate), F_OK) == 0 else {
             throw CertsError("\(file(L.caCertificate)) is missing: not a credential directory")
@@ -37,10 +39,10 @@ struct CertsCheckCommand: ParsableCommand {
         }
         for ca in authorities {
             print("\(L.caCertificate): \(ca.subjectText)")
-            problems += describeValidity(ca)
-            if !ca.isCertificateAuthority { print("  PROBLEM: not a CA (basicConstraints CA=false)"); problems += 1 }
+            problems += report(ca, as: .ca, rules: rules)
         }
-        for (role, certName, keyName) in [("server", L.serverCertificate, L.serverKey), ("client", L.clientCertificate, L.clientKey)] {
+        let leaves: [(QEMUCredentialRules.Role, String, String)] = [(.server, L.serverCertificate, L.serverKey), (.client, L.clientCertificate, L.clientKey)]
+        for (role, certName, keyName) in leaves {
             guard access(file(certName), F_OK) == 0 else { print("\(certName): absent"); continue }
             let certificate: Certificate
             let key: PrivateKey?
@@ -60,12 +62,12 @@ struct CertsCheckCommand: ParsableCommand {
             }
             print("  subject (RFC 4514 order, as GnuTLS/QEMU print it): \(certificate.subjectText)")
             print("  subject (certificate order):                       \(certificate.subject.reversed)")
-            problems += describeValidity(certificate)
+            problems += report(certificate, as: role, rules: rules)
             let failures = certificate.verificationFailures(authorities: authorities, revocationLists: crls)
             if failures.isEmpty { print("  chain: trusted by \(L.caCertificate)") } else {
                 print("  chain: PROBLEM: not trusted: \(failures.joined(separator: "; "))"); problems += 1
             }
-            if role == "server" {
+            if role == .server {
                 let sans = certificate.subjectAlternativeNames
                 print("  subject alternative names: \(sans.isEmpty ? "none" : sans.map(\.description).joined(separator: ", "))")
                 for name in hostnames {
@@ -89,22 +91,20 @@ struct CertsCheckCommand: ParsableCommand {
         print("OK")
     }
 
-    /// Prints the validity window; returns 1 when the certificate is outside it.
-    private func describeValidity(_ certificate: Certificate) -> Int {
-        let now = Int(time(nil))
-        let window = "valid \(Self.date(certificate.notBefore)) to \(Self.date(certificate.notAfter))"
-        if now > certificate.notAfter { print("  \(window): PROBLEM: expired"); return 1 }
-        if now < certificate.notBefore { print("  \(window): PROBLEM: not yet valid"); return 1 }
-        print("  \(window) (\((certificate.notAfter - now) / 86400) days left)")
-        return 0
+    /// Prints the validity window, the key type and every QEMU rule the certificate breaks
+    /// (`PROBLEM (<rule>): …` or `WARNING (<rule>): …`); returns the number of problems.
+    private func report(_ certificate: Certificate, as role: QEMUCredentialRules.Role, rules: QEMUCredentialRules) -> Int {
+        let violations = rules.evaluate(certificate, as: role)
+        var window = "  valid \(Self.date(certificate.notBefore)) to \(Self.date(certificate.notAfter))"
+        if !violations.contains(where: { $0.rule == .validity }) {
+            let (remaining, overflow) = certificate.notAfter.subtractingReportingOverflow(rules.now)
+            if !overflow { window += " (\(remaining / 86400) days left)" }
+        }
+        print(window)
+        if let type = try? certificate.publicKeyType { print("  key type: \(type)") }
+        for violation in violations { print("  \(violation)") }
+        return violations.filter { $0.severity == .problem }.count
     }
 
-    static func date(_ seconds: Int) -> String {
-        var t = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M UTC", &parts)
-        return String(cString: buffer)
-    }
+    static func date(_ seconds: Int) -> String { QEMUCredentialRules.utcText(seconds) }
 }
