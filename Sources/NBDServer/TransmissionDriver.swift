@@ -76,6 +76,9 @@ final class TransmissionDriver: @unchecked Sendable {
             case .valid:
                 break
             }
+            // What the client really sent (e.g. a 64-bit length under extended headers); costs
+            // one level check per request unless `serve -vv` asked for it.
+            logger.trace("\(request.command) offset \(request.offset) length \(request.length) flags \(request.flags) cookie \(request.cookie)")
             if request.command == .disconnect { return .clientDisconnected }
             var payload: PooledBuffer?
             if payloadLength > 0 {

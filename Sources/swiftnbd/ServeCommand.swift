@@ -68,8 +68,8 @@ struct ServeCommand: ParsableCommand {
     @Flag(name: .long, help: "Exit (after flushing) when the last client of a writable export disconnects.")
     var exitOnDisconnect = false
 
-    @Flag(name: .shortAndLong, help: "Log every negotiated option and connection event.")
-    var verbose = false
+    @Flag(name: .shortAndLong, help: "Log every negotiated option and connection event; given twice (-vv), every request too.")
+    var verbose: Int
 
     @OptionGroup var tls: TLSServerOptions
 
@@ -98,7 +98,7 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         var logger = Logger(label: "swiftnbd")
-        logger.logLevel = verbose ? .debug : .info
+        logger.logLevel = verbose >= 2 ? .trace : verbose == 1 ? .debug : .info
 
         do {
             try serve(logger: logger)

@@ -119,4 +119,33 @@ struct ServerQEMUInteropTests {
         #expect(status == 0, "server log:\n\(server.log)")
         #expect(try fileBytes(dir.file("disk.img"))[0..<(2 << 20)].allSatisfy { $0 == 0x5a })
     }
+
+    @Test("a 6 GiB WRITE_ZEROES: one 64-bit request from QEMU 10 (extended headers), 32-bit pieces from 7.2; zeroes either way",
+          .enabled(if: Peers.available("qemu-io")), arguments: QEMUGeneration.all)
+    func largeWriteZeroes(qemu: QEMUGeneration) throws {
+        let dir = TempDir()
+        let image = dir.file("big.img")
+        try makeSparseFile(image, size: 16 << 30)
+        // -vv logs every request the server receives, as it came off the wire.
+        let server = try SwiftNBDServe([image, "--name", "disk", "-vv"])
+        try runExpectingSuccess([qemu.io, "-f", "raw", server.uri("disk"),
+                                 "-c", "write -P 0x5c 5G 1M",
+                                 "-c", "write -z -n 4G 6G",
+                                 "-c", "read -P 0 5G 1M"], server: server)
+        #expect(server.stop() == 0)
+        let lengths = server.log.split(separator: "\n").compactMap { line -> UInt64? in
+            guard line.contains("NBD_CMD_WRITE_ZEROES offset"), let range = line.range(of: " length ") else { return nil }
+            return UInt64(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(lengths.reduce(0, +) == 6 << 30, "\(lengths)")
+        if qemu.speaksExtendedHeaders {
+            #expect(lengths == [6 << 30], "QEMU 10 should send one 64-bit request: \(lengths)")
+        } else {
+            #expect(lengths.count > 1 && lengths.allSatisfy { $0 <= UInt64(UInt32.max) }, "\(lengths)")
+        }
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: image))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: 5 << 30)
+        #expect(try handle.read(upToCount: 1 << 20)?.allSatisfy { $0 == 0 } == true)
+    }
 }
