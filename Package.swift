@@ -39,7 +39,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "swiftnbd", dependencies: [
-            "NBDProtocol", "NBDServer", "NBDClient", "NBDTLS", "BlockDevices", "Qcow2", "Migration",
+            "NBDProtocol", "NBDServer", "NBDClient", "NBDTLS", "BlockDevices", "Qcow2", "Migration", "QMP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -190,6 +190,9 @@ public final class RawFileDevice: BlockDevice, @unchecked Sendable {
 
     public func cache(offset: UInt64, length: UInt64) throws {
         try BlockDeviceError.checkRange(offset: offset, length: length, size: size)
+        // posix_fadvise reads a length of 0 as "to the end of the file": a zero-length CACHE
+        // must not start readahead of the whole image.
+        guard length > 0 else { return }
         try withOpenDescriptor { fd in
             // Advice only; its failure changes nothing the client can observe.
             _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)

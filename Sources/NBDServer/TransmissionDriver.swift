@@ -237,7 +237,10 @@ final class TransmissionDriver: @unchecked Sendable {
         if errno != .ENOTSUP {
             logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
         }
+        // The client learns what failed and why in general terms; the details (host paths,
+        // image-internal offsets) stay in the server's log, never on the wire.
+        let reason = (error as? BlockDeviceError)?.code.description ?? "I/O error"
         sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
-                         message: String(describing: error))
+                         message: "\(request.command) at \(request.offset) failed: \(reason)")
     }
 }

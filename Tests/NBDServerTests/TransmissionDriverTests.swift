@@ -216,6 +216,20 @@ struct TransmissionDriverTests {
         try h.peer.send(NBDRequest(command: .writeZeroes, flags: [.noHole], cookie: 2, offset: 0, length: 4096))
         #expect(try h.peer.simpleReply().header.error == .success)
     }
+
+    @Test("a storage failure reaches the client as an errno and a general reason, never the host path in the device's error")
+    func storageErrorsKeepHostDetailsOffTheWire() throws {
+        let h = try start(device: FailingReads(size: 1 << 20))
+        try h.peer.send(NBDRequest(command: .read, cookie: 7, offset: 4096, length: 4096))
+        let chunks = try h.peer.chunks()
+        let error = try #require(chunks.first { $0.header.type == .error })
+        let payload = try ErrorChunkPayload(decoding: error.payload, type: .error)
+        #expect(payload.error == .EIO)
+        #expect(payload.message == "NBD_CMD_READ at 4096 failed: I/O error", "\(payload.message)")
+        #expect(!payload.message.contains(FailingReads.secretPath))
+        try h.peer.send(NBDRequest(command: .disconnect, cookie: 8))
+        #expect(h.run.wait() == .clientDisconnected)
+    }
 }
 
 /// A device with a backing chain, to check the `qemu:allocation-depth` context.
@@ -276,4 +290,23 @@ struct AllocationDepthTests {
         try peer.send(NBDRequest(command: .disconnect, cookie: 2))
         #expect(run.wait() == .clientDisconnected)
     }
+
+}
+
+/// A device whose reads fail with an error naming a host path, as file-backed devices do.
+private final class FailingReads: BlockDevice, @unchecked Sendable {
+    static let secretPath = "/srv/private/tenant-a/disk.img"
+    let size: UInt64
+    let capabilities: BlockDeviceCapabilities = []
+    let blockSizes = BlockSizeConstraints(minimum: 1, preferred: 4096, maximumPayload: 32 << 20)
+    init(size: UInt64) { self.size = size }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        throw BlockDeviceError(.io, "\(Self.secretPath): read at \(offset) failed", errno: EIO)
+    }
+    func write(_ data: UnsafeRawBufferPointer, at offset: UInt64, fua: Bool) throws {}
+    func flush() throws {}
+    func trim(offset: UInt64, length: UInt64, fua: Bool) throws {}
+    func writeZeroes(offset: UInt64, length: UInt64, mayTrim: Bool, fastOnly: Bool, fua: Bool) throws {}
+    func extents(offset: UInt64, length: UInt64) throws -> [Extent] { [Extent(length: length, flags: [])] }
+    func close() throws {}
 }
