@@ -65,6 +65,8 @@ def wait_listening(target, proc, timeout=20):
             return
         except OSError:
             time.sleep(0.05)
+    proc.kill()  # never leave a server that did not come up running behind us
+    proc.wait()
     raise RuntimeError("server did not start listening")
 
 
@@ -496,4 +498,10 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM (and SIGHUP) unwind like Ctrl-C, so every `finally: srv.stop()` runs and no
+    # server this benchmark started outlives it.
+    def unwind(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, unwind)
+    signal.signal(signal.SIGHUP, unwind)
     main()
