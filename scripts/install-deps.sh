@@ -8,7 +8,7 @@ set -euo pipefail
 
 build_pkgs=(pkg-config libgnutls28-dev zlib1g-dev libzstd-dev)
 client_pkgs=(qemu-utils libnbd-bin)
-peer_pkgs=("${client_pkgs[@]}" qemu-system-x86 nbdkit libnbd-dev python3-libnbd gnutls-bin fio prometheus systemd)
+peer_pkgs=("${client_pkgs[@]}" qemu-system-x86 nbdkit libnbd-dev python3-libnbd gnutls-bin fio prometheus systemd zsh fish strace man-db)
 
 want=("${build_pkgs[@]}")
 case "${1:-}" in

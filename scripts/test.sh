@@ -19,6 +19,8 @@ stage() { echo; echo "==== $* ($(date -u +%H:%M:%S))"; }
 scripts/install-deps.sh --peers
 stage "build"
 swift build --build-tests
+# The man page generator next to the binary, for the install-step tests (InstallInteropTests).
+swift build --product generate-manual
 stage "swift test"
 swift test --skip-build "$@"
 scripts/lib/leftover-processes.sh
