@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Live metrics (issue 11): the API for the libraries, Prometheus exposition for the CLI.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Sans-I/O protocol core: wire types, codecs, negotiation state machines, validator.
@@ -31,6 +34,7 @@ let package = Package(
         .target(name: "NBDServer", dependencies: [
             "NBDProtocol", "NBDTLS", "BlockDevices",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         .target(name: "NBDClient", dependencies: ["NBDProtocol", "NBDTLS", "BlockDevices"]),
         .target(name: "QMP"),
@@ -42,6 +46,8 @@ let package = Package(
             "NBDProtocol", "NBDServer", "NBDClient", "NBDTLS", "BlockDevices", "Qcow2", "Migration", "QMP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
 
         // Test-only: libnbd as an in-process reference client.
@@ -52,7 +58,9 @@ let package = Package(
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices"]),
         .testTarget(name: "NBDTLSTests", dependencies: ["NBDTLS", "TestSupport"]),
         .testTarget(name: "Qcow2Tests", dependencies: ["Qcow2", "BlockDevices", "TestSupport"]),
-        .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS", "TestSupport"]),
+        .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS", "TestSupport",
+                                                          .product(name: "CoreMetrics", package: "swift-metrics"),
+                                                          .product(name: "Prometheus", package: "swift-prometheus")]),
         .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS",
                                                           "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: [

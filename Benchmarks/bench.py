@@ -8,7 +8,10 @@ and the ratio swiftnbd / best peer. Nothing here is a test: it measures and prin
 
 Sections (--sections): plain (fio + nbdcopy, Unix and TCP), tls (x509 and PSK), copy
 (swiftnbd copy vs nbdcopy vs qemu-img convert), qcow2 (swiftnbd vs qemu-nbd on qcow2),
-qcow2-scale (4K random writes then reads over fresh 1 TiB/64K and 32 GiB/4K qcow2 images).
+qcow2-scale (4K random writes then reads over fresh 1 TiB/64K and 32 GiB/4K qcow2 images),
+metrics (swiftnbd with `--metrics` and a scraper polling it every second, against swiftnbd
+without, and against a second swiftnbd without as a control that shows the run's noise; not
+in the default list: ask for it with --sections metrics, or --metrics to add it).
 """
 import argparse
 import itertools
@@ -21,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GiB = 1 << 30
@@ -72,12 +77,22 @@ def wait_listening(target, proc, timeout=20):
 
 # ---------------------------------------------------------------- servers
 class Server:
-    """One running NBD server exporting `image` under the default export name."""
+    """One running NBD server exporting `image` under the default export name.
+
+    Kind "swiftnbd+metrics" is swiftnbd with `--metrics` on a free port and a scraper that
+    fetches /metrics once a second while the server runs (what Prometheus would do, only
+    more often), so the data path pays for live metrics exactly as in production."""
+
+    SCRAPE_INTERVAL = 1.0
 
     def __init__(self, kind, image, workdir, transport, tls, pki, psk, fmt="raw", swiftnbd="swiftnbd"):
         self.kind, self.transport, self.tls = kind, transport, tls
         self.sock = os.path.join(workdir, f"{kind}.sock")
         self.port = free_port()
+        self.metrics_port = free_port() if kind == "swiftnbd+metrics" else None
+        self.scrapes, self.scrape_failures = 0, 0
+        self.stopping = threading.Event()
+        self.scraper = None
         if os.path.exists(self.sock):
             os.unlink(self.sock)
         where = self.sock if transport == "unix" else self.port
@@ -85,10 +100,26 @@ class Server:
         self.log = open(os.path.join(workdir, f"{kind}.log"), "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         wait_listening(where, self.proc)
+        if self.metrics_port:
+            wait_listening(self.metrics_port, self.proc)
+            self.scraper = threading.Thread(target=self.scrape_loop, daemon=True)
+            self.scraper.start()
+
+    def scrape_loop(self):
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        while not self.stopping.wait(self.SCRAPE_INTERVAL):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    reply.read()
+                self.scrapes += 1
+            except OSError:
+                self.scrape_failures += 1
 
     def command(self, kind, image, transport, tls, pki, psk, fmt, swiftnbd):
-        if kind == "swiftnbd":
+        if kind in ("swiftnbd", "swiftnbd+metrics"):
             cmd = [swiftnbd, "serve", image, "--format", fmt]
+            if self.metrics_port:
+                cmd += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
             cmd += ["--unix", self.sock] if transport == "unix" else ["--bind", "127.0.0.1", "--port", str(self.port)]
             if tls == "x509":
                 cmd += ["--tls", "require", "--tls-certificates", pki]
@@ -133,6 +164,11 @@ class Server:
         return peak_rss_mib(self.proc.pid)
 
     def stop(self):
+        if self.scraper:
+            self.stopping.set()
+            self.scraper.join()
+            if self.scrapes == 0 or self.scrape_failures:
+                print(f"# {self.kind}: {self.scrapes} scrapes, {self.scrape_failures} failed", file=sys.stderr)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -334,6 +370,76 @@ def bench_servers(args, table, section, image, fmt_name, transports, tls_modes, 
                 table.add(section, w, transport, tls, metric, per[w], servers)
 
 
+METRICS_KINDS = ["swiftnbd+metrics", "swiftnbd", "swiftnbd control"]
+
+
+def bench_metrics(args, image, jobs):
+    """The cost of live metrics: swiftnbd with --metrics (scraped every second) against the
+    same binary without, and against a second run without ("control": what two identical
+    servers differ by on this machine, the noise floor of the comparison). Each round runs all
+    three back to back in rotating order; ratios are medians of the per-round ratios, so drift
+    between rounds cancels out."""
+    rows = []
+    for transport in ["unix", "tcp"]:
+        workloads = list(jobs) + ["nbdcopy → null:"]
+        per = {w: {k: dict(value=[], cpu=[]) for k in METRICS_KINDS} for w in workloads}
+        for rnd in range(args.rounds):
+            order = METRICS_KINDS[rnd % 3:] + METRICS_KINDS[:rnd % 3]
+            results = {}
+            for kind in order:
+                os.sync()
+                server_kind = "swiftnbd" if kind == "swiftnbd control" else kind
+                srv = Server(server_kind, image, args.workdir, transport, "off", None, None, "raw", args.swiftnbd)
+                try:
+                    for w in workloads:
+                        cpu0 = srv.cpu()
+                        if w.startswith("nbdcopy"):
+                            secs = run_nbdcopy(srv.uri(), "null:")
+                            value, moved = args.size_bytes / MiB / secs, args.size_bytes
+                        else:
+                            value, moved = run_fio(srv.uri(), jobs[w], args.size, args.runtime)
+                        results[(kind, w)] = (value, (srv.cpu() - cpu0) / (moved / GiB))
+                except Exception as e:  # report, keep measuring the others
+                    print(f"# metrics {kind} {transport}: {e}", file=sys.stderr)
+                finally:
+                    srv.stop()
+            # Keep only rounds where all three finished, so the ratios stay paired.
+            for w in workloads:
+                if all((k, w) in results for k in METRICS_KINDS):
+                    for k in METRICS_KINDS:
+                        per[w][k]["value"].append(results[(k, w)][0])
+                        per[w][k]["cpu"].append(results[(k, w)][1])
+        for w in workloads:
+            p = per[w]
+
+            def paired(a, b, key="value"):
+                return median([x / y for x, y in zip(p[a][key], p[b][key]) if y])
+            metric = "MiB/s" if w.startswith("nbdcopy") or jobs[w]["metric"] == "MiB/s" else "IOPS"
+            rows.append(dict(workload=w, transport=transport, metric=metric, rounds=len(p["swiftnbd"]["value"]),
+                             values={k: median(p[k]["value"]) for k in METRICS_KINDS},
+                             cpu={k: median(p[k]["cpu"]) for k in METRICS_KINDS},
+                             on_off=paired("swiftnbd+metrics", "swiftnbd"),
+                             control_off=paired("swiftnbd control", "swiftnbd"),
+                             cpu_on_off=paired("swiftnbd+metrics", "swiftnbd", "cpu"),
+                             cpu_control_off=paired("swiftnbd control", "swiftnbd", "cpu")))
+    return rows
+
+
+def print_metrics_rows(rows):
+    if not rows:
+        return
+    header = ["workload", "transport", "metric", "rounds"] + [f"{k}" for k in METRICS_KINDS] + \
+             ["on/off", "control/off"] + [f"CPU s/GiB {k}" for k in METRICS_KINDS] + ["CPU on/off", "CPU control/off"]
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        cells = [r["workload"], r["transport"], r["metric"], str(r["rounds"])]
+        cells += [fmt(r["values"][k]) for k in METRICS_KINDS] + [fmt(r["on_off"], 3), fmt(r["control_off"], 3)]
+        cells += [fmt(r["cpu"][k], 2) for k in METRICS_KINDS] + [fmt(r["cpu_on_off"], 3), fmt(r["cpu_control_off"], 3)]
+        print("| " + " | ".join(cells) + " |")
+
+
 def bench_qcow2_scale(args, table):
     """4K random writes QD32 spread over a fresh, empty huge qcow2 image (1 TiB with 64 KiB
     clusters; 32 GiB with 4 KiB clusters), then 4K random reads of exactly what was written:
@@ -452,13 +558,15 @@ def main():
     p.add_argument("--runtime", type=int, default=5, help="seconds per fio workload")
     p.add_argument("--rounds", type=int, default=2, help="rounds; servers alternate within each")
     p.add_argument("--sections", default="plain,tls,copy,qcow2,qcow2-scale")
+    p.add_argument("--metrics", action="store_true",
+                   help="also run the metrics section: swiftnbd with --metrics (scraped every second) vs without")
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
 
     units = {"K": 1 << 10, "M": MiB, "G": GiB}
     args.size_bytes = int(args.size[:-1]) * units[args.size[-1].upper()] if args.size[-1].isalpha() else int(args.size)
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="swiftnbd-bench-")
-    sections = args.sections.split(",")
+    sections = args.sections.split(",") + (["metrics"] if args.metrics else [])
     image = os.path.join(args.workdir, "bench.raw")
     args.sparse_image = os.path.join(args.workdir, "half-sparse.raw")
     print(f"# preparing {args.size} images in {args.workdir}", file=sys.stderr)
@@ -493,7 +601,13 @@ def main():
     if "qcow2-scale" in sections:
         bench_qcow2_scale(args, table)
 
+    metrics_rows = []
+    if "metrics" in sections:
+        metrics_jobs = dict(plain_jobs, **{"rand read 4K QD1": FIO_JOBS["rand read 4K QD1"]})
+        metrics_rows = bench_metrics(args, image, metrics_jobs)
+
     table.print()
+    print_metrics_rows(metrics_rows)
     shutil.rmtree(args.workdir, ignore_errors=True)
 
 

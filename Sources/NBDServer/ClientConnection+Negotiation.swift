@@ -11,6 +11,15 @@ extension ClientConnection {
         var machine = ServerNegotiationStateMachine(configuration: server.negotiationConfiguration)
         var pending = machine.start()[...]
         var currentOption: OptionHeader?
+        var startedTLS = false
+        var enteredTransmission = false
+        defer {
+            // A plaintext client turned away from TLS (and that never tried STARTTLS, whose
+            // outcome is counted on its own) counts as one refusal, however many options it tried.
+            if machine.refusedWithoutTLS && !startedTLS && !enteredTransmission {
+                server.metrics.tlsRefused(.plaintextToTLSOnlyExport)
+            }
+        }
         do {
             while let action = pending.popFirst() {
                 switch action {
@@ -30,8 +39,10 @@ extension ClientConnection {
                     let payload = try stream.readExactly(count: Int(length))
                     pending += machine.receivedOption(option: header.option, payload: payload)
                 case .startTLS:
+                    startedTLS = true
                     pending += runTLSHandshake(&machine)
                 case let .enterTransmission(session):
+                    enteredTransmission = true
                     return session
                 case let .close(reason):
                     logger.info("closing during negotiation: \(reason)")
@@ -52,14 +63,17 @@ extension ClientConnection {
             let outcome = try provider.acceptHandshake(on: socket, peerAddress: peer)
             replaceStream(outcome.stream)
             if let refusal = outcome.refusal {
+                server.metrics.tlsRefused(.dnNotAuthorized)
                 logger.warning("TLS peer \(outcome.peerIdentity ?? "?") not authorised: \(refusal)")
             } else {
+                server.metrics.tlsSucceeded()
                 logger.debug("TLS established\(outcome.peerIdentity.map { " with \($0)" } ?? "")")
             }
             return machine.tlsHandshakeSucceeded(peerIdentity: outcome.peerIdentity, authorizationRefusal: outcome.refusal)
         } catch {
             // The provider has closed the socket (after sending an alert).
             markSocketClosed()
+            server.metrics.tlsRefused((error as? TLSError)?.refusalReason)
             logger.warning("TLS handshake failed: \(error)")
             return machine.tlsHandshakeFailed(reason: String(describing: error))
         }

@@ -11,6 +11,7 @@ final class ClientConnection: @unchecked Sendable {
 
     let id: Int
     let peer: String
+    let transport: ServerMetrics.Transport
     let acceptedAt = Date()
     let socket: SocketStream
     unowned let server: NBDServer
@@ -20,13 +21,17 @@ final class ClientConnection: @unchecked Sendable {
     /// Cleared (under `lock`) before the descriptor is closed, so a late `abort()` from the
     /// watchdog or shutdown can never hit a descriptor number reused by a newer connection.
     private var socketOpen = true
+    /// Set (under `lock`) when the handshake deadline dropped this client: the watchdog may
+    /// call `abortHandshake` again before the thread ends, and it must count once.
+    private var handshakeTimedOut = false
     /// The stream in use: the socket, or the TLS session after STARTTLS.
     private(set) var stream: any ByteStream
 
-    init(id: Int, socket: SocketStream, peer: String, server: NBDServer, logger: Logger) {
+    init(id: Int, socket: SocketStream, peer: String, transport: ServerMetrics.Transport = .tcp, server: NBDServer, logger: Logger) {
         self.id = id
         self.socket = socket
         self.peer = peer
+        self.transport = transport
         self.server = server
         self.stream = socket
         var logger = logger
@@ -43,6 +48,7 @@ final class ClientConnection: @unchecked Sendable {
     /// Runs the whole connection on the calling thread.
     func run() {
         var writableClient = false
+        var metricsPhase = ServerMetrics.Phase.negotiating
         defer {
             lock.lock()
             phase = .closing
@@ -50,6 +56,7 @@ final class ClientConnection: @unchecked Sendable {
             lock.unlock()
             stream.close()
             socket.close()
+            server.metrics.connectionClosed(transport, phase: metricsPhase)
             server.registry.remove(self, wasWritableClient: writableClient)
         }
         logger.debug("connected")
@@ -59,6 +66,8 @@ final class ClientConnection: @unchecked Sendable {
             return
         }
         guard setPhase(.transmission, onlyFrom: .negotiating) else { return }
+        server.metrics.connectionEnteredTransmission(transport)
+        metricsPhase = .transmission
         writableClient = export.isWritable
         server.registry.enteredTransmission(self, writable: writableClient)
         let context = TransmissionContext(session: session, device: export.device)
@@ -67,6 +76,7 @@ final class ClientConnection: @unchecked Sendable {
             context: context, stream: stream, logger: logger,
             maxThreads: server.configuration.workerThreadsPerConnection,
             inFlightLimit: server.configuration.maxInFlightPerConnection,
+            metrics: server.metrics.export(named: session.exportName),
             onSendFailure: { [weak self] _ in self?.abort() })
         switch driver.run() {
         case .clientDisconnected: logger.info("client disconnected")
@@ -97,7 +107,13 @@ final class ClientConnection: @unchecked Sendable {
     }
 
     func abortHandshake(reason: String) {
-        guard isNegotiating else { return }
+        let firstTime = lock.withLock { () -> Bool in
+            guard phase == .negotiating, !handshakeTimedOut else { return false }
+            handshakeTimedOut = true
+            return true
+        }
+        guard firstTime else { return }
+        server.metrics.connectionRefused(.handshakeTimeout)
         logger.warning("dropping client: \(reason)")
         abort()
     }

@@ -27,15 +27,30 @@ final class ConnectionRegistry: @unchecked Sendable {
         return connections.count
     }
 
-    /// Registers a new connection or returns nil when the server is full or stopping.
-    func admit(_ make: (Int) -> ClientConnection) -> ClientConnection? {
+    enum Admission: Equatable {
+        case admitted(ClientConnection)
+        case full
+        case stopping
+
+        static func == (lhs: Admission, rhs: Admission) -> Bool {
+            switch (lhs, rhs) {
+            case let (.admitted(a), .admitted(b)): a === b
+            case (.full, .full), (.stopping, .stopping): true
+            default: false
+            }
+        }
+    }
+
+    /// Registers a new connection, or says why not (the server is full or stopping).
+    func admit(_ make: (Int) -> ClientConnection) -> Admission {
         condition.lock(); defer { condition.unlock() }
-        guard !stopping, connections.count < maxConnections else { return nil }
+        if stopping { return .stopping }
+        guard connections.count < maxConnections else { return .full }
         let id = nextID
         nextID += 1
         let connection = make(id)
         connections[id] = connection
-        return connection
+        return .admitted(connection)
     }
 
     func enteredTransmission(_ connection: ClientConnection, writable: Bool) {

@@ -1,4 +1,5 @@
 import BlockDevices
+import CoreMetrics
 import Foundation
 import Logging
 import NBDProtocol
@@ -15,6 +16,7 @@ public final class NBDServer: @unchecked Sendable {
     let logger: Logger
     let registry: ConnectionRegistry
     let negotiationConfiguration: ServerNegotiationConfiguration
+    let metrics: ServerMetrics
 
     private enum State { case created, running, stopping, stopped }
     private let condition = NSCondition()
@@ -49,6 +51,8 @@ public final class NBDServer: @unchecked Sendable {
         self.logger = logger
         registry = ConnectionRegistry(maxConnections: configuration.maxConnections,
                                       handshakeTimeout: configuration.handshakeTimeout)
+        metrics = ServerMetrics(factory: configuration.metricsFactory ?? MetricsSystem.factory,
+                                exportNames: configuration.exports.map(\.name))
         let multiConn = configuration.maxConnections > 1
         let descriptors = configuration.exports.map { export in
             ExportDescriptor(
@@ -159,8 +163,10 @@ public final class NBDServer: @unchecked Sendable {
         }
         do {
             try provider.reloadCredentials()
+            metrics.credentialsReloaded(ok: true)
             logger.info("TLS credentials reloaded")
         } catch {
+            metrics.credentialsReloaded(ok: false)
             logger.error("reloading TLS credentials failed, keeping the old ones: \(error)")
         }
     }
@@ -214,17 +220,25 @@ public final class NBDServer: @unchecked Sendable {
         // accept4 is not importable; set close-on-exec right away (we never fork-exec anyway).
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let peer = ListeningSocket.describe(&address)
-        if Int32(address.ss_family) != AF_UNIX {
+        let transport: ServerMetrics.Transport = Int32(address.ss_family) == AF_UNIX ? .unix : .tcp
+        if transport == .tcp {
             // Small replies must not wait for Nagle (docs/architecture.md §3.5).
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         }
         let socket = SocketStream(fd: fd)
-        guard let connection = registry.admit({ ClientConnection(id: $0, socket: socket, peer: peer, server: self, logger: logger) }) else {
-            logger.warning("refusing \(peer): \(registry.count) connections open (limit \(configuration.maxConnections)) or shutting down")
+        let admission = registry.admit {
+            ClientConnection(id: $0, socket: socket, peer: peer, transport: transport, server: self, logger: logger)
+        }
+        guard case let .admitted(connection) = admission else {
+            let full = admission == .full
+            metrics.connectionRefused(full ? .limit : .shuttingDown)
+            let why = full ? "\(configuration.maxConnections) connections open (the limit)" : "shutting down"
+            logger.warning("refusing \(peer): \(why)")
             socket.close()
             return true
         }
+        metrics.connectionAccepted(transport)
         let thread = Thread { connection.run() }
         thread.name = "nbd-conn-\(connection.id)"
         thread.stackSize = 512 << 10

@@ -1,3 +1,4 @@
+import CoreMetrics
 import NBDProtocol
 
 /// Everything an `NBDServer` is started with.
@@ -22,12 +23,16 @@ public struct ServerConfiguration: Sendable {
     public var exitOnDisconnect: Bool
     /// How long a graceful shutdown waits for connections to finish before cutting them.
     public var shutdownGracePeriod: Double
+    /// Where the server's metrics go (docs/metrics.md); nil: `MetricsSystem.factory`, which is
+    /// a no-op unless the program bootstrapped a backend, and then costs the data path nothing.
+    public var metricsFactory: (any MetricsFactory)?
 
     public init(listenAddresses: [ListenAddress], exports: [ExportConfiguration],
                 maxConnections: Int = 100, handshakeTimeout: Double = 10,
                 maxInFlightPerConnection: Int = 32, workerThreadsPerConnection: Int = 8,
                 tlsMode: ServerTLSMode = .off, tlsProvider: (any ServerTLSProvider)? = nil,
-                exitOnDisconnect: Bool = false, shutdownGracePeriod: Double = 30) {
+                exitOnDisconnect: Bool = false, shutdownGracePeriod: Double = 30,
+                metricsFactory: (any MetricsFactory)? = nil) {
         self.listenAddresses = listenAddresses
         self.exports = exports
         self.maxConnections = maxConnections
@@ -38,5 +43,6 @@ public struct ServerConfiguration: Sendable {
         self.tlsProvider = tlsProvider
         self.exitOnDisconnect = exitOnDisconnect
         self.shutdownGracePeriod = shutdownGracePeriod
+        self.metricsFactory = metricsFactory
     }
 }

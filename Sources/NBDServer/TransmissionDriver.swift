@@ -21,12 +21,16 @@ final class TransmissionDriver: @unchecked Sendable {
     let sender: ReplySender
     private let payloads = PayloadBufferPool()
     private let validator: RequestValidator
+    /// The export's metric handles; nil when metrics are off (then no clock is read either).
+    private let metrics: ExportMetrics?
 
     init(context: TransmissionContext, stream: any ByteStream, logger: Logger,
-         maxThreads: Int, inFlightLimit: Int, onSendFailure: @escaping @Sendable (any Error) -> Void) {
+         maxThreads: Int, inFlightLimit: Int, metrics: ExportMetrics? = nil,
+         onSendFailure: @escaping @Sendable (any Error) -> Void) {
         self.context = context
         self.stream = stream
         self.logger = logger
+        self.metrics = metrics
         workers = RequestWorkers(maxThreads: maxThreads, inFlightLimit: inFlightLimit, name: "nbd-worker")
         sender = ReplySender(stream: stream, form: context.replyForm, onFailure: onSendFailure)
         validator = context.validator
@@ -72,6 +76,7 @@ final class TransmissionDriver: @unchecked Sendable {
                 if payloadLength > 0 && !drain(payloadLength, from: input) { return .connectionClosed }
                 batch.flush(to: sender)
                 sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: error, message: message)
+                metrics?.refused(request, error: error)
                 continue
             case .valid:
                 break
@@ -91,7 +96,9 @@ final class TransmissionDriver: @unchecked Sendable {
                 }
                 payload = buffer
             }
-            if executeImmediately(request, payload: payload, batch: batch, scratch: readerScratch) {
+            let started = metrics?.begin() ?? 0
+            if let result = executeImmediately(request, payload: payload, batch: batch, scratch: readerScratch) {
+                metrics?.end(request, result: result, startedAt: started)
                 if let payload { payloads.give(payload) }
                 continue
             }
@@ -99,7 +106,8 @@ final class TransmissionDriver: @unchecked Sendable {
             batch.flush(to: sender)
             let pool = payloads
             workers.submit { [self, payload] worker in
-                execute(request, payload: payload, worker: worker)
+                let result = execute(request, payload: payload, worker: worker)
+                metrics?.end(request, result: result, startedAt: started)
                 if let payload { pool.give(payload) }
             }
         }
@@ -132,31 +140,31 @@ final class TransmissionDriver: @unchecked Sendable {
 
     /// Answers a small READ or plain WRITE on the reader thread when the device can do it
     /// without waiting for storage (page-cache hit, buffered write): a hand-off to a worker
-    /// and back costs more than the request itself. Returns false, having done nothing,
-    /// when the request must go to a worker.
+    /// and back costs more than the request itself. Returns the errno answered (`.success`
+    /// included), or nil, having done nothing, when the request must go to a worker.
     private func executeImmediately(_ request: NBDRequest, payload: PooledBuffer?, batch: ReplyBatch,
-                                    scratch: WorkerContext) -> Bool {
+                                    scratch: WorkerContext) -> NBDErrno? {
         let device = context.device
         do {
             switch request.command {
             case .read where request.length > UInt64(Self.immediateLimit) && request.length <= UInt64(Self.immediateReadLimit):
                 // A large cached read: copying it out here costs less than waking a worker.
                 let buffer = scratch.buffer(count: Int(request.length))
-                guard try device.readIfImmediate(into: buffer, at: request.offset) else { return false }
+                guard try device.readIfImmediate(into: buffer, at: request.offset) else { return nil }
                 batch.flush(to: sender)
                 try sendFilledRead(request, buffer: buffer)
             case .read:
-                guard request.length > 0, request.length <= UInt64(Self.immediateLimit) else { return false }
+                guard request.length > 0, request.length <= UInt64(Self.immediateLimit) else { return nil }
                 let count = Int(request.length)
                 var reserved = batch.reserve(count)
                 if reserved == nil {
                     batch.flush(to: sender)
                     reserved = batch.reserve(count)
                 }
-                guard let buffer = reserved else { return false }
+                guard let buffer = reserved else { return nil }
                 guard try device.readIfImmediate(into: buffer, at: request.offset) else {
                     batch.release(buffer)
-                    return false
+                    return nil
                 }
                 if let header = try plainReadHeader(request, buffer: buffer) {
                     batch.append(header: header, data: UnsafeRawBufferPointer(buffer))
@@ -176,15 +184,15 @@ final class TransmissionDriver: @unchecked Sendable {
             case .write:
                 guard let payload, !request.flags.contains(.fua),
                       try device.writeIfImmediate(UnsafeRawBufferPointer(payload.bytes), at: request.offset)
-                else { return false }
+                else { return nil }
                 appendOrSend(sender.builder.success(cookie: request.cookie, requestOffset: request.offset), to: batch)
             default:
-                return false
+                return nil
             }
         } catch {
-            sendFailure(error, for: request)
+            return sendFailure(error, for: request)
         }
-        return true
+        return .success
     }
 
     /// Gathers a small reply in the batch (flushing it first when full).
@@ -196,17 +204,18 @@ final class TransmissionDriver: @unchecked Sendable {
 
     // MARK: Execution (worker threads)
 
-    private func execute(_ request: NBDRequest, payload: PooledBuffer?, worker: WorkerContext) {
+    /// Runs one request on a worker and answers it; returns the errno answered (`.success` included).
+    private func execute(_ request: NBDRequest, payload: PooledBuffer?, worker: WorkerContext) -> NBDErrno {
         let device = context.device
         let fua = request.flags.contains(.fua)
         do {
             switch request.command {
             case .read:
                 try sendRead(request, worker: worker)
-                return
+                return .success
             case .blockStatus:
                 try sendBlockStatus(request)
-                return
+                return .success
             case .write:
                 let data = payload.map { UnsafeRawBufferPointer($0.bytes) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
                 if data.count > 0 { try device.write(data, at: request.offset, fua: fua) }
@@ -224,15 +233,18 @@ final class TransmissionDriver: @unchecked Sendable {
                 // Unreachable: the validator refuses unknown commands.
                 sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: .EINVAL,
                                  message: "unsupported command \(request.command)")
-                return
+                return .EINVAL
             }
             sender.sendSuccess(cookie: request.cookie, requestOffset: request.offset)
+            return .success
         } catch {
-            sendFailure(error, for: request)
+            return sendFailure(error, for: request)
         }
     }
 
-    private func sendFailure(_ error: any Error, for request: NBDRequest) {
+    /// Answers a failed request with the errno its error maps to, and returns that errno.
+    @discardableResult
+    private func sendFailure(_ error: any Error, for request: NBDRequest) -> NBDErrno {
         let errno = StorageErrorMapping.nbdErrno(for: error, command: request.command, flags: request.flags)
         if errno != .ENOTSUP {
             logger.warning("\(request.command) \(request.offset)+\(request.length) failed: \(error)")
@@ -242,5 +254,6 @@ final class TransmissionDriver: @unchecked Sendable {
         let reason = (error as? BlockDeviceError)?.code.description ?? "I/O error"
         sender.sendError(cookie: request.cookie, requestOffset: request.offset, error: errno,
                          message: "\(request.command) at \(request.offset) failed: \(reason)")
+        return errno
     }
 }

@@ -7,23 +7,26 @@ enum HandshakeFailure {
                          haveClientCertificate: Bool) -> TLSError {
         let peer = role == .server ? "client" : "server"
         if role == .server, let unknown = context.unknownPSKIdentity {
-            return TLSError(.psk, "unknown PSK identity '\(unknown)'", gnutlsCode: rc)
+            return TLSError(.psk, "unknown PSK identity '\(unknown)'", gnutlsCode: rc, refusalReason: .unknownPSKIdentity)
         }
         // TLS 1.3 reports a wrong PSK as a bad binder (illegal parameter), TLS 1.2 as a
         // Finished message that does not decrypt.
         if usesPSK && [GNUTLS_E_DECRYPTION_FAILED, GNUTLS_E_MAC_VERIFY_FAILED, GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER].contains(rc) {
             let who = role == .server ? (context.offeredPSKIdentity ?? "?") : (pskUsername ?? "?")
-            return TLSError(.psk, "the PSK key for identity '\(who)' does not match the \(peer)'s key", gnutlsCode: rc)
+            return TLSError(.psk, "the PSK key for identity '\(who)' does not match the \(peer)'s key", gnutlsCode: rc,
+                            refusalReason: role == .server ? .wrongPSKKey : nil)
         }
         switch rc {
         case GNUTLS_E_TIMEDOUT:
             return TLSError(.timedOut, "the TLS handshake did not finish within \(formatSeconds(timeout))", gnutlsCode: rc)
         case GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR, GNUTLS_E_CERTIFICATE_ERROR:
             let status = gnutls_session_get_verify_cert_status(session)
-            return TLSError(.untrustedPeer, VerificationStatus.message(role: "\(peer) certificate", status: status, hostname: hostname), gnutlsCode: rc)
+            return TLSError(.untrustedPeer, VerificationStatus.message(role: "\(peer) certificate", status: status, hostname: hostname), gnutlsCode: rc,
+                            refusalReason: role == .server ? VerificationStatus.refusalReason(status) : nil)
         case GNUTLS_E_NO_CERTIFICATE_FOUND, GNUTLS_E_CERTIFICATE_REQUIRED:
             if role == .server {
-                return TLSError(.missingPeerCertificate, "the client presented no certificate, but this server requires one signed by its CA", gnutlsCode: rc)
+                return TLSError(.missingPeerCertificate, "the client presented no certificate, but this server requires one signed by its CA", gnutlsCode: rc,
+                                refusalReason: .noClientCertificate)
             }
             return TLSError(.missingPeerCertificate, "the server presented no certificate", gnutlsCode: rc)
         case GNUTLS_E_FATAL_ALERT_RECEIVED:

@@ -35,11 +35,14 @@ public struct TLSError: Error, Sendable, CustomStringConvertible, Equatable {
     public var message: String
     /// The GnuTLS error code behind this error, when there is one.
     public var gnutlsCode: Int32?
+    /// Why a server-side handshake refused the peer, when it is one of the named reasons.
+    public var refusalReason: TLSRefusalReason?
 
-    public init(_ code: Code, _ message: String, gnutlsCode: Int32? = nil) {
+    public init(_ code: Code, _ message: String, gnutlsCode: Int32? = nil, refusalReason: TLSRefusalReason? = nil) {
         self.code = code
         self.message = message
         self.gnutlsCode = gnutlsCode
+        self.refusalReason = refusalReason
     }
 
     public var description: String { message }

@@ -25,6 +25,15 @@ enum VerificationStatus {
         return reasons
     }
 
+    /// The named reason for a refused client certificate: an unknown CA outranks dates (a
+    /// certificate nobody vouches for is refused whatever its dates say).
+    static func refusalReason(_ status: UInt32) -> TLSRefusalReason? {
+        func has(_ flag: gnutls_certificate_status_t) -> Bool { status & flag.rawValue != 0 }
+        if has(GNUTLS_CERT_SIGNER_NOT_FOUND) { return .unknownCA }
+        if has(GNUTLS_CERT_EXPIRED) || has(GNUTLS_CERT_NOT_ACTIVATED) { return .expired }
+        return nil
+    }
+
     /// "server certificate is not trusted: signed by an unknown CA; certificate expired"
     static func message(role: String, status: UInt32, hostname: String?) -> String {
         let list = reasons(status, hostname: hostname)

@@ -40,6 +40,9 @@ final class MappingTables: @unchecked Sendable {
     private var pendingL2: [PendingEntry] = []
     private var pendingL1: [PendingL1] = []
     private var sequence: UInt64 = 0
+    /// L1 and L2 entries written to disk so far (guarded by `lock`; for metrics).
+    private var l1EntriesWritten: UInt64 = 0
+    private var l2EntriesWritten: UInt64 = 0
 
     private struct Unwritten {
         var sequence: UInt64
@@ -88,6 +91,9 @@ final class MappingTables: @unchecked Sendable {
 
     /// Slices the cache holds at most, and how often it was asked / went to disk.
     var statistics: Qcow2CacheStatistics { lock.withLock { slices.statistics } }
+
+    /// L1 and L2 entries written to disk so far.
+    var entriesWritten: (l1: UInt64, l2: UInt64) { lock.withLock { (l1EntriesWritten, l2EntriesWritten) } }
 
     /// L1 entry `index` (0 when outside the table).
     func l1Entry(_ index: Int) throws -> UInt64 {
@@ -175,6 +181,8 @@ final class MappingTables: @unchecked Sendable {
     /// changed. On an I/O error the part not written is queued again (still visible in memory)
     /// and the error is rethrown.
     func writePending(_ batch: PendingBatch) throws {
+        var l1Written = 0
+        defer { if l1Written > 0 { lock.withLock { l1EntriesWritten &+= UInt64(l1Written) } } }
         for (i, e) in batch.l1.enumerated() {
             do {
                 try file.write([UInt8].be64(e.value), at: l1Offset + UInt64(e.index) * 8)
@@ -182,6 +190,7 @@ final class MappingTables: @unchecked Sendable {
                 requeue(PendingBatch(l1: Array(batch.l1[i...]), l2: batch.l2))
                 throw error
             }
+            l1Written += 1
         }
         var written = 0
         defer { forgetWritten(batch.l2[0..<written]) }
@@ -202,6 +211,7 @@ final class MappingTables: @unchecked Sendable {
     private func forgetWritten(_ entries: ArraySlice<PendingEntry>) {
         guard !entries.isEmpty else { return }
         lock.withLock {
+            l2EntriesWritten &+= UInt64(entries.count)
             for e in entries {
                 let bytesIn = UInt64(e.index) * geometry.l2EntryBytes
                 let key = e.table + bytesIn / sliceBytes * sliceBytes

@@ -183,6 +183,7 @@ extension Qcow2Image {
             let table = try store.allocate()
             tables.forgetTable(at: table)
             try file.write(bytes, at: table)
+            l2TablesWritten &+= 1
             try tables.setL1Deferred(index, table | L2Entry.copiedFlag, replacing: old)
             return table
         }

@@ -39,6 +39,8 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     var pendingFrees: [UInt64] = []
     /// False once `FALLOC_FL_ZERO_RANGE` failed on this file; guarded by `allocationLock`.
     var zeroRangeWorks = true
+    /// New or copied L2 tables written so far; guarded by `allocationLock` (for metrics).
+    var l2TablesWritten: UInt64 = 0
     private let stateLock = NSLock()
     private var closed = false
 

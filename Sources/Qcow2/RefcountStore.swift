@@ -28,6 +28,9 @@ final class RefcountStore {
     /// Whether the clusters of the last `allocate` lay past the end of the file, so that they
     /// read as zero without any zeroing.
     private(set) var lastAllocationWasFresh = false
+    /// Writes of refcount metadata (counters, new blocks, table entries, grown tables, the
+    /// header fields naming the table) so far, for metrics.
+    private(set) var metadataWrites: UInt64 = 0
 
     static let tableReservedMask: UInt64 = 0x1FF
 
@@ -101,6 +104,7 @@ final class RefcountStore {
         }
         do {
             try file.write(changed, at: key + UInt64(start))
+            metadataWrites &+= 1
         } catch {
             slices.forget(key)  // the cache must not hold what the disk does not
             throw error
@@ -224,8 +228,10 @@ final class RefcountStore {
     /// Writes a refcount block, syncs, then points the table at it.
     private func publishBlock(_ block: [UInt8], at offset: UInt64, tableIndex: Int) throws {
         try file.write(block, at: offset)
+        metadataWrites &+= 1
         try file.sync()
         try file.write([UInt8].be64(offset), at: tableOffset + UInt64(tableIndex) * 8)
+        metadataWrites &+= 1
         table[tableIndex] = offset
         forgetSlices(ofBlockAt: offset)
     }
@@ -267,16 +273,21 @@ final class RefcountStore {
             }
             Self.write(&newBlocks[Int(c / perBlock), default: []], index: Int(c % perBlock), bits: g.refcountBits, value: 1)
         }
-        for (index, block) in newBlocks { try file.write(block, at: newTable[index]) }
+        for (index, block) in newBlocks {
+            try file.write(block, at: newTable[index])
+            metadataWrites &+= 1
+        }
         var tableBytes = [UInt8](repeating: 0, count: newTable.count * 8)
         for (i, e) in newTable.enumerated() { tableBytes.putBE64(e, at: i * 8) }
         try file.write(tableBytes, at: start << g.clusterBits)
+        metadataWrites &+= 1
         try file.sync()
         // Header bytes 48..59: refcount_table_offset and refcount_table_clusters, in one write.
         var headerBytes = [UInt8](repeating: 0, count: 12)
         headerBytes.putBE64(start << g.clusterBits, at: 0)
         headerBytes.putBE32(UInt32(tableClustersNew), at: 8)
         try file.write(headerBytes, at: 48)
+        metadataWrites &+= 1
         try file.sync()
         let oldOffset = tableOffset, oldClusters = tableClusters
         table = newTable

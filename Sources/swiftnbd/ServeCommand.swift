@@ -23,6 +23,8 @@ struct ServeCommand: ParsableCommand {
             systemd socket activation (LISTEN_FDS) it serves the inherited sockets instead. \
             SIGINT/SIGTERM: stop accepting, finish requests in flight, flush, exit 0.
             SIGHUP: reload TLS credentials.
+            --metrics ADDR:PORT serves Prometheus metrics at http://ADDR:PORT/metrics \
+            (docs/metrics.md).
             """)
 
     @Argument(help: "Image file or block device to serve.")
@@ -71,6 +73,11 @@ struct ServeCommand: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Log every negotiated option and connection event; given twice (-vv), every request too.")
     var verbose: Int
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Serve Prometheus metrics over HTTP at ADDR:PORT/metrics ([IPv6]:PORT, :PORT for all addresses, unix:PATH); off by default.",
+        valueName: "addr:port"))
+    var metrics: String?
+
     @OptionGroup var tls: TLSServerOptions
 
     @OptionGroup(title: "qcow2 metadata cache") var qcow2Cache: Qcow2CacheArguments
@@ -83,6 +90,9 @@ struct ServeCommand: ParsableCommand {
         }
         if image == nil && exports.isEmpty { throw ValidationError("give an IMAGE to serve, or --export NAME=PATH") }
         if image == nil && description != nil { throw ValidationError("--description describes IMAGE; with --export use desc=TEXT") }
+        if let metrics {
+            do { _ = try ListenAddress(parsing: metrics) } catch { throw ValidationError("--metrics \(error)") }
+        }
         for spec in exports {
             do { _ = try ExportSpec(parsing: spec) } catch let error as ExportSpec.ParseError {
                 throw ValidationError(error.description)
@@ -127,6 +137,11 @@ struct ServeCommand: ParsableCommand {
             throw error
         }
 
+        // Before the server exists: it creates its metric handles from the bootstrapped backend.
+        let metricsEndpoint = try metrics.map {
+            PrometheusMetricsEndpoint(address: try ListenAddress(parsing: $0),
+                                      exports: opened.map { ($0.name, $0.device as Any) }, logger: logger)
+        }
         let provider = try tls.makeProvider()
         let configuration = ServerConfiguration(
             listenAddresses: try listenAddresses(), exports: opened,
@@ -159,8 +174,10 @@ struct ServeCommand: ParsableCommand {
         }
 
         do {
+            try metricsEndpoint?.start()
             try server.start()
         } catch {
+            metricsEndpoint?.stop()
             for export in opened { try? export.device.close() }
             throw error
         }
@@ -170,8 +187,12 @@ struct ServeCommand: ParsableCommand {
             let mode = export.isWritable ? "" : " read-only"
             print("swiftnbd: serving '\(export.name)' (\(export.device.size) bytes\(mode)) on \(addresses)")
         }
+        if let metricsEndpoint {
+            print("swiftnbd: metrics on " + metricsEndpoint.urls.joined(separator: ", "))
+        }
         fflush(stdout)
         server.waitUntilStopped()
+        metricsEndpoint?.stop()
     }
 
     private func exportSpecs() throws -> [ExportSpec] {

@@ -17,6 +17,9 @@ struct OptionHandler {
     let configuration: ServerNegotiationConfiguration
     var phase: ServerOptionPhase
     let shuttingDown: Bool
+    /// Set when this option was refused only because TLS is not active (ERR_TLS_REQD, or the
+    /// close/ERR_POLICY that stands in for it), so the engine can count such clients.
+    private(set) var refusedWithoutTLS = false
 
     init(configuration: ServerNegotiationConfiguration, phase: ServerOptionPhase, shuttingDown: Bool = false) {
         self.configuration = configuration
@@ -46,8 +49,12 @@ struct OptionHandler {
         if configuration.tlsMode == .require && !phase.tlsActive {
             switch option {
             case .startTLS, .abort: break
-            case .exportName: return Outcome(actions: [], next: .close("EXPORT_NAME before STARTTLS while TLS is required"))
-            default: return reply(error: .errTLSRequired, option, "TLS is required; send NBD_OPT_STARTTLS first")
+            case .exportName:
+                refusedWithoutTLS = true
+                return Outcome(actions: [], next: .close("EXPORT_NAME before STARTTLS while TLS is required"))
+            default:
+                refusedWithoutTLS = true
+                return reply(error: .errTLSRequired, option, "TLS is required; send NBD_OPT_STARTTLS first")
             }
         }
         switch option {
@@ -121,7 +128,7 @@ struct OptionHandler {
     // MARK: Options
 
     /// NBD_OPT_EXPORT_NAME: no error reply exists, so every refusal closes.
-    private func exportName(_ payload: [UInt8]) -> Outcome {
+    private mutating func exportName(_ payload: [UInt8]) -> Outcome {
         if phase.extendedHeaders {
             return Outcome(actions: [], next: .close("EXPORT_NAME after extended headers were negotiated"))
         }
@@ -135,6 +142,7 @@ struct OptionHandler {
         case .unknown:
             return Outcome(actions: [], next: .close("EXPORT_NAME for unknown export \(echo(name))"))
         case .needsTLS:
+            refusedWithoutTLS = true
             return Outcome(actions: [], next: .close("EXPORT_NAME for TLS-only export \(echo(name)) without TLS"))
         case .found(let export):
             let session = session(for: export, requestedBlockSizes: false)
@@ -186,7 +194,9 @@ struct OptionHandler {
         let export: ExportDescriptor
         switch lookUp(request.exportName) {
         case .unknown: return reply(error: .errUnknown, option, "export \(echo(request.exportName)) not found")
-        case .needsTLS: return reply(error: .errTLSRequired, option, "export \(echo(request.exportName)) requires TLS")
+        case .needsTLS:
+            refusedWithoutTLS = true
+            return reply(error: .errTLSRequired, option, "export \(echo(request.exportName)) requires TLS")
         case .found(let found): export = found
         }
         let asked = Set(request.requestedInfo)
@@ -250,6 +260,7 @@ struct OptionHandler {
         case .unknown: return reply(error: .errUnknown, option, "export \(echo(request.exportName)) not found")
         case .needsTLS:
             // ERR_TLS_REQD is reserved for INFO/GO in selective mode (docs/protocol.md §3.4).
+            refusedWithoutTLS = true
             return reply(error: .errPolicy, option, "export \(echo(request.exportName)) requires TLS")
         case .found(let found): export = found
         }

@@ -55,6 +55,11 @@ public struct ServerNegotiationStateMachine: Sendable {
     /// Set by `serverIsShuttingDown()`: later options get `ERR_SHUTDOWN`.
     public private(set) var shuttingDown = false
 
+    /// Set once something was refused only because it came without TLS (an option answered
+    /// `ERR_TLS_REQD` or its stand-in, or a non-fixed-newstyle client while TLS is required):
+    /// lets the engine count plaintext clients turned away from TLS-only exports.
+    public private(set) var refusedWithoutTLS = false
+
     /// True once `.enterTransmission` or `.close` was returned.
     public var isFinished: Bool { state == .finished }
 
@@ -88,6 +93,7 @@ public struct ServerNegotiationStateMachine: Sendable {
             return fail("client set C_NO_ZEROES, which was not offered")
         }
         if !flags.contains(.fixedNewstyle) && configuration.tlsMode == .require {
+            refusedWithoutTLS = true
             return fail("client does not speak fixed newstyle, so it cannot use TLS, which is required")
         }
         state = .awaitingOptionHeader(.plaintext(clientFlags: flags))
@@ -123,6 +129,7 @@ public struct ServerNegotiationStateMachine: Sendable {
         }
         var handler = OptionHandler(configuration: configuration, phase: phase, shuttingDown: shuttingDown)
         let outcome = handler.handle(option: option, payload: payload)
+        if handler.refusedWithoutTLS { refusedWithoutTLS = true }
         switch outcome.next {
         case .nextOption:
             state = .awaitingOptionHeader(handler.phase)

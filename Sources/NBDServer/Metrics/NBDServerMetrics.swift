@@ -1,0 +1,54 @@
+/// The metrics the server reports through swift-metrics (`CoreMetrics`): names, help texts and
+/// the latency buckets. Which backend receives them is the program's choice
+/// (`MetricsSystem.bootstrap`, or `ServerConfiguration.metricsFactory`); docs/metrics.md lists
+/// them with their labels.
+///
+/// Names follow Prometheus conventions (`swiftnbd_` prefix, base units in the name, counters end
+/// in `_total`) and contain no digits: swift-prometheus 2.4.1 rewrites digits 1–8 in metric
+/// names to `_`, so a name like `..._l2_...` would silently change.
+public enum NBDServerMetrics {
+    // Per export (label `export`).
+    public static let requests = "swiftnbd_export_requests_total"
+    public static let readBytes = "swiftnbd_export_read_bytes_total"
+    public static let writtenBytes = "swiftnbd_export_written_bytes_total"
+    public static let requestDuration = "swiftnbd_export_request_duration_seconds"
+    public static let requestsInFlight = "swiftnbd_export_requests_in_flight"
+    // Per export, qcow2 images only (filled in by whoever knows the image: the CLI).
+    public static let metadataCacheHits = "swiftnbd_export_metadata_cache_hits_total"
+    public static let metadataCacheMisses = "swiftnbd_export_metadata_cache_misses_total"
+    public static let metadataWrites = "swiftnbd_export_metadata_writes_total"
+    // Per server.
+    public static let connections = "swiftnbd_connections"
+    public static let connectionsAccepted = "swiftnbd_connections_accepted_total"
+    public static let connectionsRefused = "swiftnbd_connections_refused_total"
+    public static let tlsHandshakes = "swiftnbd_tls_handshakes_total"
+    public static let credentialReloads = "swiftnbd_credential_reloads_total"
+
+    /// One `# HELP` text per metric name (the swift-metrics API carries none; promtool wants one).
+    public static let help: [String: String] = [
+        requests: "NBD requests answered, by command and result (ok or the NBD errno name).",
+        readBytes: "Bytes returned by successful READ requests.",
+        writtenBytes: "Bytes written by successful WRITE requests.",
+        requestDuration: "Time from a request being read to its reply being sent, by command (read, write, flush, other).",
+        requestsInFlight: "Requests read and not yet answered.",
+        metadataCacheHits: "qcow2 metadata cache lookups served from memory, by cache (l2, refcount).",
+        metadataCacheMisses: "qcow2 metadata cache lookups that read the image file, by cache (l2, refcount).",
+        metadataWrites: "qcow2 metadata writes to the image file, by kind (l1, l2, refcount).",
+        connections: "Open client connections, by phase (negotiating, transmission) and transport (tcp, unix).",
+        connectionsAccepted: "Client connections accepted, by transport.",
+        connectionsRefused: "Client connections refused or dropped before transmission, by reason (limit, shutting_down, handshake_timeout).",
+        tlsHandshakes: "TLS outcomes, by result (ok, refused) and refusal reason; plaintext clients turned away from TLS-only exports count as refused.",
+        credentialReloads: "TLS credential reloads (SIGHUP), by result (ok, failed).",
+    ]
+
+    /// Latency buckets for `requestDuration`: 10 µs (a page-cache read) to 10 s (a flush of a
+    /// slow disk), about three per decade.
+    public static let requestDurationBuckets: [Duration] = [
+        .microseconds(10), .microseconds(25), .microseconds(50),
+        .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .microseconds(2500), .milliseconds(5),
+        .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
+}

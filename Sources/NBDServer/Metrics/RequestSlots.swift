@@ -1,0 +1,80 @@
+import NBDProtocol
+
+/// The `command` label of a request, as a small closed set: unknown commands share "other",
+/// so a client cannot mint new label values (and with them new series).
+enum CommandSlot: Int, CaseIterable {
+    case read, write, flush, trim, writeZeroes, cache, blockStatus, other
+
+    init(_ command: NBDCommand) {
+        switch command {
+        case .read: self = .read
+        case .write: self = .write
+        case .flush: self = .flush
+        case .trim: self = .trim
+        case .writeZeroes: self = .writeZeroes
+        case .cache: self = .cache
+        case .blockStatus: self = .blockStatus
+        default: self = .other
+        }
+    }
+
+    var label: String {
+        switch self {
+        case .read: "read"
+        case .write: "write"
+        case .flush: "flush"
+        case .trim: "trim"
+        case .writeZeroes: "write_zeroes"
+        case .cache: "cache"
+        case .blockStatus: "block_status"
+        case .other: "other"
+        }
+    }
+}
+
+/// The `result` label of a failed request: the NBD errno's name, or "other" for a value the
+/// spec does not define (the server never sends one, but the set must stay closed).
+enum ErrnoSlot: Int, CaseIterable {
+    case EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN, other
+
+    init(_ errno: NBDErrno) {
+        switch errno {
+        case .EPERM: self = .EPERM
+        case .EIO: self = .EIO
+        case .ENOMEM: self = .ENOMEM
+        case .EINVAL: self = .EINVAL
+        case .ENOSPC: self = .ENOSPC
+        case .EOVERFLOW: self = .EOVERFLOW
+        case .ENOTSUP: self = .ENOTSUP
+        case .ESHUTDOWN: self = .ESHUTDOWN
+        default: self = .other
+        }
+    }
+
+    /// The case name is the errno's name ("EPERM", …) or "other".
+    var label: String { String(describing: self) }
+}
+
+/// The `command` label of the latency histograms: READ, WRITE and FLUSH have their own,
+/// everything else shares one.
+enum LatencySlot: Int, CaseIterable {
+    case read, write, flush, other
+
+    init(_ command: CommandSlot) {
+        switch command {
+        case .read: self = .read
+        case .write: self = .write
+        case .flush: self = .flush
+        default: self = .other
+        }
+    }
+
+    var label: String {
+        switch self {
+        case .read: "read"
+        case .write: "write"
+        case .flush: "flush"
+        case .other: "other"
+        }
+    }
+}
