@@ -14,7 +14,7 @@ final class PrometheusMetricsEndpoint: Sendable {
     init(address: ListenAddress, exports: [(name: String, device: Any)], logger: Logger) {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
+        factory.valueHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
         MetricsSystem.bootstrap(factory)
         let qcow2 = Qcow2MetricsCollector(exports: exports, factory: factory)
         server = MetricsHTTPServer(address: address, logger: logger) {

@@ -12,7 +12,7 @@ struct MetricsProbe {
 
     init() {
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
+        factory.valueHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
         self.factory = factory
     }
 

@@ -17,8 +17,9 @@ public struct NBDBlockSizes: Hashable, Sendable, CustomStringConvertible {
 
     /// Why these constraints break the spec's relations, or nil when they are valid:
     /// minimum a power of two ≤ 64 KiB; preferred a power of two ≥ minimum (the spec also asks
-    /// for ≥ 512, which peers treat as advice); maximum ≥ preferred or "unlimited" (0xffffffff),
-    /// and a multiple of the minimum.
+    /// for ≥ 512, which peers treat as advice); maximum a multiple of the minimum, or
+    /// "unlimited" (0xffffffff). A maximum below the preferred size is accepted rather than
+    /// refused: it only means requests are split at the maximum.
     public var validationProblem: String? {
         func isPowerOfTwo(_ v: UInt32) -> Bool { v != 0 && v & (v - 1) == 0 }
         guard isPowerOfTwo(minimum), minimum <= NBDWireLimits.maximumMinimumBlockSize else {
