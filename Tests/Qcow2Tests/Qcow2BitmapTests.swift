@@ -1,4 +1,5 @@
 import BlockDevices
+import Foundation
 import Testing
 import TestSupport
 @testable import Qcow2
@@ -195,6 +196,64 @@ struct Qcow2BitmapTests {
         #expect(Qcow2BitmapTableEntry.decode(0x100000, clusterSize: c, fileLength: 1 << 20) == nil)  // past the end
         for bit in [1, 8, 56, 63] {
             #expect(Qcow2BitmapTableEntry.decode(0x20000 | 1 << UInt64(bit), clusterSize: c, fileLength: 1 << 20) == nil)
+        }
+    }
+
+    // MARK: the committed fuzz seed (made by Fuzz/tools/make-qcow2-seeds.sh with qemu-img bitmap)
+
+    static func seedBytes() throws -> [UInt8] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fuzz/corpus/qcow2/gen-bitmaps-c512").standardizedFileURL
+        return Array(try Data(contentsOf: url))
+    }
+
+    @Test("the bitmaps seed reaches the bitmap code: QEMU's bits load, a write is recorded in the enabled bitmap only")
+    func seedLoadsAndRecords() throws {
+        let dir = NSTemporaryDirectory() + "qcow2-bitmap-seed-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/seed.qcow2"
+        try Data(try Self.seedBytes()).write(to: URL(fileURLWithPath: path))
+        let size: UInt64 = 1 << 20
+        let ro = try Qcow2Image(path: path, readOnly: true)
+        let infos = try ro.persistentBitmaps()
+        #expect(infos.map(\.name) == ["b0", "b1"] && infos[0].enabled && !infos[1].enabled && infos[0].granularity == 512)
+        // qemu-io wrote [0, 3k) and [700k, 701k).
+        #expect(try ro.dirtyRuns(bitmap: "b0", offset: 0, length: size)
+                == [Qcow2DirtyRun(length: 3072, dirty: true), Qcow2DirtyRun(length: 700 * 1024 - 3072, dirty: false),
+                    Qcow2DirtyRun(length: 1024, dirty: true), Qcow2DirtyRun(length: size - 701 * 1024, dirty: false)])
+        let b1Before = try ro.dirtyRuns(bitmap: "b1", offset: 0, length: size)
+        try ro.close()
+
+        let rw = try Qcow2Image(path: path)
+        try [UInt8](repeating: 9, count: 600).withUnsafeBytes { try rw.write($0, at: 100 * 1024 + 100, fua: false) }
+        try rw.close()
+        let again = try Qcow2Image(path: path, readOnly: true)
+        #expect(try again.persistentBitmaps().allSatisfy { !$0.inconsistent })
+        #expect(try again.dirtyRuns(bitmap: "b0", offset: 100 * 1024 - 512, length: 2048)
+                == [Qcow2DirtyRun(length: 512, dirty: false), Qcow2DirtyRun(length: 1024, dirty: true), Qcow2DirtyRun(length: 512, dirty: false)])
+        #expect(try again.dirtyRuns(bitmap: "b1", offset: 0, length: size) == b1Before)
+        try again.close()
+    }
+
+    @Test("flipped bytes in the bitmaps extension, directory and tables never trap (through the fuzz entry point)")
+    func seedMutations() throws {
+        let original = try Self.seedBytes()
+        let header = try Qcow2Header.parse(original, fileLength: UInt64(original.count))
+        let ext = try #require(header.bitmapsExtension)
+        let directory = Array(original[Int(ext.directoryOffset)..<Int(ext.directoryOffset + ext.directorySize)])
+        let entries = try Qcow2BitmapDirectory.parse(directory, count: ext.bitmapCount)
+        var regions: [Range<Int>] = [Int(ext.directoryOffset)..<Int(ext.directoryOffset + ext.directorySize), 104..<512]
+        for e in entries { regions.append(Int(e.tableOffset)..<Int(e.tableOffset) + Int(e.tableSize) * 8) }
+        var rng = SplitMix64(seed: 77)
+        for round in 0..<150 {
+            var bytes = original
+            for _ in 0..<(1 + round % 4) {
+                let region = regions[Int(rng.next() % UInt64(regions.count))]
+                let i = region.lowerBound + Int(rng.next() % UInt64(region.count))
+                bytes[i] = round % 3 == 0 ? 0xFF : UInt8(truncatingIfNeeded: rng.next())
+            }
+            Qcow2FuzzEntryPoints.image(bytes)
         }
     }
 }
