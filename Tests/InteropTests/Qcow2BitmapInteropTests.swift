@@ -32,6 +32,17 @@ struct Qcow2BitmapInteropTests {
         return path
     }
 
+    /// The bitmaps `qemu-img info` reports: name, granularity and flags of each.
+    static func bitmapsInfo(_ image: String) throws -> [String] {
+        let out = try run(["qemu-img", "info", "--output=json", image])
+        guard let json = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any],
+              let specific = json["format-specific"] as? [String: Any], let data = specific["data"] as? [String: Any],
+              let bitmaps = data["bitmaps"] as? [[String: Any]] else { throw FixtureFailure("no bitmaps in \(out)") }
+        return bitmaps.map { b in
+            "\(b["name"] ?? "?") \(b["granularity"] ?? "?") \((b["flags"] as? [String] ?? []).joined(separator: ","))"
+        }
+    }
+
     /// A bitmap as QEMU exports it (nbdinfo --map through `qemu-nbd -r -B NAME`).
     static func qemuMap(_ path: String, _ name: String, qemu: QEMUGeneration = .debian) throws -> [(UInt64, UInt32)] {
         try nbdinfoMap(context: "qemu:dirty-bitmap:\(name)", server: [qemu.nbd, "-r", "-f", "qcow2", "-B", name, path])
@@ -246,6 +257,19 @@ struct Qcow2BitmapInteropTests {
         _ = server.stop()
         let info = try qemuImgEveryGeneration(["info", "--output=json", path])
         #expect(info.stdout.components(separatedBy: "\"in-use\"").count - 1 == 3, "\(info)")
+        // The same crash under qemu-nbd leaves the same flags on a copy of the same image.
+        let referenceDir = TempDir("bitmap-crash-qemu")
+        let reference = try Self.makeImage(referenceDir)
+        let qsock = dir.file("qc.sock")
+        let qemuServer = try withUnblockedSignals {
+            try ServerProcess(["qemu-nbd", "-t", "-f", "qcow2", "-k", qsock, reference], listener: .unix(path: qsock))
+        }
+        let qio = try run(["qemu-io", "-f", "raw", "-c", "write -P 3 1M 64k", "-c", "flush", "nbd+unix:///?socket=\(qsock)"])
+        #expect(qio.succeeded, "\(qio)")
+        kill(qemuServer.pid, SIGKILL)
+        _ = qemuServer.stop()
+        #expect(try Self.bitmapsInfo(path) == Self.bitmapsInfo(reference))
+        #expect(try Self.bitmapsInfo(path).count == 3)
 
         let ours = try ClientInteropPeers.swiftnbd(["serve", "-f", "qcow2", "-r", "-B", "b0", "--unix", dir.file("x.sock"), path], timeout: 30)
         #expect(ours.status == 1 && ours.stderr.contains("bitmap 'b0'") && ours.stderr.contains("inconsistent"), "\(ours)")
