@@ -7,7 +7,7 @@ import Qcow2
 /// `serve --bitmap NAME` / `--export …,bitmap=NAME`: a qcow2 image's persistent dirty bitmaps
 /// offered as the metadata context `qemu:dirty-bitmap:NAME`, like `qemu-nbd -B NAME`.
 ///
-/// Rules (docs/protocol.md §5.6):
+/// Rules (docs/protocol.md §5.5, "Dirty bitmaps"):
 /// - the image must be qcow2 (no `--snapshot` overlay: the bitmaps live in the image itself);
 /// - the bitmap must exist, be consistent (not `in_use`) and be of a kind we understand; each
 ///   refusal is an error naming the bitmap, the image and the reason, and the server does not start;
