@@ -60,6 +60,8 @@ struct Qcow2BitmapEntry: Sendable, Equatable {
     static let granularityBitsRange: ClosedRange<UInt8> = 9...31
     /// QEMU's limit on table entries.
     static let maxTableSize: UInt32 = 0x800_0000
+    /// QEMU's limit on bitmap data (table entries × cluster size).
+    static let maxDataBytes: UInt64 = 0x2000_0000
 
     var inUse: Bool { flags & Flag.inUse != 0 }
     var isAuto: Bool { flags & Flag.auto != 0 }
@@ -121,6 +123,10 @@ enum Qcow2BitmapDirectory {
             return "has granularity_bits \(entry.granularityBits) (9...31 supported)"
         }
         if entry.tableSize > Qcow2BitmapEntry.maxTableSize { return "has a bitmap table of \(entry.tableSize) entries" }
+        // QEMU's bound on the bitmap data (512 MiB), which also bounds our memory.
+        if UInt64(entry.tableSize) * clusterSize > Qcow2BitmapEntry.maxDataBytes {
+            return "has a bitmap table describing more than 512 MiB of bitmap data"
+        }
         if entry.tableOffset == 0 || entry.tableOffset % clusterSize != 0 { return "has a bitmap table offset that is not cluster aligned" }
         let tableBytes = UInt64(entry.tableSize) * 8
         guard entry.tableOffset <= fileLength, tableBytes <= fileLength - entry.tableOffset else {

@@ -81,4 +81,24 @@ extension Qcow2Image {
         guard writable, let bitmaps = loadedBitmaps else { return }
         try bitmaps.writeBack(allocate: { try allocateCluster() })
     }
+
+    /// Host clusters (indices) of the image's own metadata a bitmap must never own: the
+    /// header, the active L1 table and the L2 tables it points at, the refcount table and its
+    /// blocks.
+    func metadataClusters(store: RefcountStore) throws -> Set<UInt64> {
+        let bits = geometry.clusterBits
+        var result: Set<UInt64> = [0]
+        func add(_ offset: UInt64, bytes: UInt64) {
+            guard bytes > 0 else { return }
+            for c in (offset >> bits)...((offset + bytes - 1) >> bits) { result.insert(c) }
+        }
+        add(header.l1TableOffset, bytes: UInt64(header.l1Size) * 8)
+        for index in 0..<tables.l1Count {
+            let table = try tables.l1Entry(index) & L2Entry.offsetMask
+            if table != 0 { result.insert(table >> bits) }
+        }
+        add(store.tableOffset, bytes: store.tableClusters << bits)
+        for block in store.blockOffsets { result.insert(block >> bits) }
+        return result
+    }
 }

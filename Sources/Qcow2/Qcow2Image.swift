@@ -116,6 +116,8 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
             if header.hasBitmapsExtension {
                 // Loaded (and every problem refused) before anything is written.
                 let bitmaps = try Qcow2PersistentBitmaps(file: file, header: header, virtualSize: size, writable: true)
+                try bitmaps.checkOwnership(metadata: try metadataClusters(store: store), clusterBits: geometry.clusterBits,
+                                           refcount: { try store.count($0) })
                 bitmapState = .loaded(bitmaps)
             }
             let kept: Qcow2AutoclearFeatures = header.hasBitmapsExtension ? [.bitmaps] : []

@@ -135,6 +135,43 @@ final class Qcow2PersistentBitmaps: @unchecked Sendable {
         return Tracked(entry: entry, bits: bits, table: table)
     }
 
+    /// Before anything is written back in place: every cluster the kept bitmaps own (directory,
+    /// tables, data) must be counted exactly once, owned once, and be none of the image's other
+    /// metadata (`metadata`: host cluster indices of the header, L1, L2 and refcount
+    /// structures). A corrupt pointer would otherwise make a write-back overwrite that
+    /// structure. Guest data clusters are not listed (that would need a walk of every L2
+    /// table); a bitmap pointing into one has refcount 2 for `qemu-img check`, or shares a
+    /// count with it, which `refcount` cannot see — the same trust QEMU places in the image.
+    func checkOwnership(metadata: Set<UInt64>, clusterBits: UInt64, refcount: (UInt64) throws -> UInt64) throws {
+        func refuse(_ name: String, _ cluster: UInt64, _ why: String) -> BlockDeviceError {
+            BlockDeviceError(.unsupportedFeature, "qcow2: persistent bitmap '\(name)' references host cluster \(cluster), which \(why); check the image with 'qemu-img check'")
+        }
+        var owned = Set<UInt64>()
+        let directoryFirst = directoryOffset >> clusterBits
+        let directoryLast = (directoryOffset + UInt64(directoryBytes.count) - 1) >> clusterBits
+        var claims: [(name: String, cluster: UInt64)] = (directoryFirst...directoryLast).map { ("(directory)", $0) }
+        try lock.withLock {
+            for bitmap in tracked {
+                let tableBytes = UInt64(bitmap.entry.tableSize) * 8
+                if tableBytes > 0 {
+                    let first = bitmap.entry.tableOffset >> clusterBits, last = (bitmap.entry.tableOffset + tableBytes - 1) >> clusterBits
+                    claims += (first...last).map { (bitmap.entry.name, $0) }
+                }
+                for word in bitmap.table {
+                    if case .data(let offset) = Qcow2BitmapTableEntry.decode(word, clusterSize: clusterSize, fileLength: .max) {
+                        claims.append((bitmap.entry.name, offset >> clusterBits))
+                    }
+                }
+            }
+            for (name, cluster) in claims {
+                if cluster == 0 || metadata.contains(cluster) { throw refuse(name, cluster, "holds other qcow2 metadata") }
+                guard owned.insert(cluster).inserted else { throw refuse(name, cluster, "is referenced twice") }
+                let count = try refcount(cluster)
+                guard count == 1 else { throw refuse(name, cluster, "has refcount \(count) (1 expected)") }
+            }
+        }
+    }
+
     // MARK: recording
 
     /// Whether any bitmap records changes (then every change must be reported here).

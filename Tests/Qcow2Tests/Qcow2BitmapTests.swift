@@ -256,4 +256,31 @@ struct Qcow2BitmapTests {
             Qcow2FuzzEntryPoints.image(bytes)
         }
     }
+
+    @Test("a bitmap table pointing at other metadata, or at another bitmap's cluster, is refused for writing (not overwritten)")
+    func ownershipChecked() throws {
+        let original = try Self.seedBytes()
+        let header = try Qcow2Header.parse(original, fileLength: UInt64(original.count))
+        let ext = try #require(header.bitmapsExtension)
+        let directory = Array(original[Int(ext.directoryOffset)..<Int(ext.directoryOffset + ext.directorySize)])
+        let entries = try Qcow2BitmapDirectory.parse(directory, count: ext.bitmapCount)
+        let b0Table = Int(entries[0].tableOffset), b1Table = Int(entries[1].tableOffset)
+        let b0Data = original.be64(at: b0Table)
+        #expect(b0Data != 0 && b0Data != 1)
+        let dir = NSTemporaryDirectory() + "qcow2-bitmap-own-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (label, table, value, reason) in [("L1", b0Table, header.l1TableOffset, "holds other qcow2 metadata"),
+                                              ("shared", b1Table, b0Data, "is referenced twice"),
+                                              ("refcount table", b1Table, header.refcountTableOffset, "holds other qcow2 metadata")] {
+            var bytes = original
+            bytes.putBE64(value, at: table)
+            let path = dir + "/\(label).qcow2"
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let error = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
+            #expect(error.message.contains(reason), "\(label): \(error)")
+            // Untouched: the file is byte for byte what it was.
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: path))) == bytes, "\(label)")
+        }
+    }
 }
