@@ -283,4 +283,22 @@ struct Qcow2BitmapTests {
             #expect(Array(try Data(contentsOf: URL(fileURLWithPath: path))) == bytes, "\(label)")
         }
     }
+
+    @Test("bitmaps marked stale (autoclear bit 0 clear) are neither exported nor written")
+    func staleAutoclear() throws {
+        var bytes = try Self.seedBytes()
+        bytes[95] &= ~1  // autoclear_features (bytes 88-95), bit 0
+        let dir = NSTemporaryDirectory() + "qcow2-bitmap-stale-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/stale.qcow2"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let rw = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
+        #expect(rw.message.contains("stale"), "\(rw)")
+        let ro = try Qcow2Image(path: path, readOnly: true)
+        let export = try #require(throws: BlockDeviceError.self) { try ro.exportableBitmap(named: "b0") }
+        #expect(export.message.contains("stale"), "\(export)")
+        try ro.close()
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: path))) == bytes)
+    }
 }
