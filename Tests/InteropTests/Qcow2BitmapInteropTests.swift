@@ -255,6 +255,38 @@ struct Qcow2BitmapInteropTests {
         }
     }
 
+    @Test("more than 131,072 extents in one request: both servers stop after the same extent",
+          .enabled(if: Peers.available("qemu-img", "qemu-nbd")), arguments: QEMUGeneration.all)
+    func extentCap(qemu: QEMUGeneration) async throws {
+        let dir = TempDir("bitmap-cap")
+        let path = dir.file("cap.qcow2")
+        for command in [["qemu-img", "create", "-q", "-f", "qcow2", path, "192M"],
+                        ["qemu-img", "bitmap", "--add", "--granularity", "512", path, "b1"],
+                        ["qemu-img", "bitmap", "--add", path, "b0"]] {
+            let result = try run(command)
+            #expect(result.succeeded, "\(result)")
+        }
+        // Every other 512-byte granule dirty over 150 MiB: 307,200 extents in b1.
+        let image = try Qcow2Image(path: path)
+        let sector = [UInt8](repeating: 1, count: 512)
+        try sector.withUnsafeBytes { bytes in
+            for k in 0..<UInt64(153_600) { try image.write(bytes, at: k * 1024, fua: false) }
+        }
+        try image.close()
+        let socket = dir.file("s.sock")
+        let ours = try ServerProcess([Peers.swiftnbd, "serve", "-f", "qcow2", "-r", "-B", "b0", "-B", "b1", "--unix", socket, path],
+                                     listener: .unix(path: socket))
+        defer { ours.stop() }
+        let (theirs, theirURI) = try ClientInteropPeers.qemuNBD(["-r", "-f", "qcow2", "-B", "b0", "-B", "b1", path], in: dir, export: "",
+                                                                qemu: qemu)
+        defer { theirs.stop() }
+        let a = try await Self.status("nbd+unix:///?socket=\(socket)", extended: qemu.speaksExtendedHeaders, offset: 1000,
+                                      length: 180 << 20, requestOne: false)
+        let b = try await Self.status(theirURI, extended: qemu.speaksExtendedHeaders, offset: 1000, length: 180 << 20, requestOne: false)
+        #expect(a["qemu:dirty-bitmap:b1"]?.count == 131_072)
+        #expect(a == b)
+    }
+
     @Test("a crash leaves every bitmap in use, as QEMU would; then both servers refuse to export it",
           .enabled(if: Peers.available("qemu-img", "qemu-io", "qemu-nbd")))
     func crashLeavesBitmapsInUse() throws {
