@@ -34,6 +34,14 @@ mk backing-raw -o cluster_size=512,backing_file=base.raw,backing_fmt=raw -- 'wri
 mk backing-qcow2 -o cluster_size=512,backing_file=base.qcow2,backing_fmt=qcow2 -- 'write -P 9 0 512'
 mk backing-probe -o cluster_size=512,backing_file=base.qcow2 -F qcow2
 mk lazy -o cluster_size=512,lazy_refcounts=on -- 'write -P 10 0 1k'
+# Persistent dirty bitmaps (the bitmaps extension, directory, tables and data clusters): b0
+# enabled at 512-byte granularity, b1 disabled, both dirtied by qemu-io first.
+qemu-img create -q -f qcow2 -o cluster_size=512 bitmaps-c512.qcow2 1M
+qemu-img bitmap --add --granularity 512 bitmaps-c512.qcow2 b0
+qemu-img bitmap --add bitmaps-c512.qcow2 b1
+qemu-io -f qcow2 -c 'write -P 6 0 3k' -c 'write -P 7 700k 1k' bitmaps-c512.qcow2 >/dev/null
+qemu-img bitmap --disable bitmaps-c512.qcow2 b1
+cp bitmaps-c512.qcow2 "$OLDPWD/$out/gen-bitmaps-c512"
 mk extl2 -o cluster_size=16k,extended_l2=on -- 'write -P 11 0 2k' 'write -z 4k 2k' 'write -P 12 20k 1k'
 mk extl2-backing -o cluster_size=16k,extended_l2=on,backing_file=base.raw,backing_fmt=raw -- 'write -P 13 2k 2k'
 cd "$OLDPWD"

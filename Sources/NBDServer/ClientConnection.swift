@@ -70,7 +70,7 @@ final class ClientConnection: @unchecked Sendable {
         metricsPhase = .transmission
         writableClient = export.isWritable
         server.registry.enteredTransmission(self, writable: writableClient)
-        let context = TransmissionContext(session: session, device: export.device)
+        let context = TransmissionContext(session: session, device: export.device, dirtyBitmaps: export.dirtyBitmaps)
         logger.info("transmission on '\(session.exportName)' (\(session.replyForm), flags \(session.transmissionFlags)\(session.tlsActive ? ", TLS" : "")\(session.peerIdentity.map { ", peer \($0)" } ?? ""))")
         let driver = TransmissionDriver(
             context: context, stream: stream, logger: logger,

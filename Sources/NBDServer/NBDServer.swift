@@ -61,7 +61,8 @@ public final class NBDServer: @unchecked Sendable {
                                             multiConnAllowed: multiConn),
                 blockSizes: NBDBlockSizes(export.device.blockSizes),
                 tlsOnly: export.tlsOnly,
-                offersAllocationDepth: export.device.capabilities.contains(.allocationDepth))
+                offersAllocationDepth: export.device.capabilities.contains(.allocationDepth),
+                dirtyBitmaps: export.dirtyBitmaps.map(\.name))
         }
         negotiationConfiguration = ServerNegotiationConfiguration(
             exports: descriptors, tlsMode: configuration.tlsMode,

@@ -6,6 +6,14 @@ import NBDProtocol
 struct TransmissionContext: Sendable {
     var session: NegotiatedSession
     var device: any BlockDevice
+    /// The export's dirty bitmaps (served for the `qemu:dirty-bitmap:` contexts selected).
+    var dirtyBitmaps: [ExportedDirtyBitmap] = []
+
+    init(session: NegotiatedSession, device: any BlockDevice, dirtyBitmaps: [ExportedDirtyBitmap] = []) {
+        self.session = session
+        self.device = device
+        self.dirtyBitmaps = dirtyBitmaps
+    }
 
     var exportName: String { session.exportName }
     var replyForm: ReplyForm { session.replyForm }
@@ -13,4 +21,11 @@ struct TransmissionContext: Sendable {
     var validator: RequestValidator { RequestValidator(session: session) }
     var baseAllocationContextID: UInt32? { session.contextID(for: .baseAllocation) }
     var allocationDepthContextID: UInt32? { session.contextID(for: .allocationDepth) }
+    /// The selected dirty-bitmap contexts, by context id.
+    var dirtyBitmapContexts: [(id: UInt32, bitmap: ExportedDirtyBitmap)] {
+        session.metaContexts.sorted { $0.key < $1.key }.compactMap { id, context in
+            guard let name = context.dirtyBitmapName, let bitmap = dirtyBitmaps.first(where: { $0.name == name }) else { return nil }
+            return (id, bitmap)
+        }
+    }
 }

@@ -109,6 +109,8 @@ extension TransmissionDriver {
         }
     }
 
+    static let maximumBitmapExtents = 1 << 17
+
     /// BLOCK_STATUS: one status chunk per selected context, all in one send.
     func sendBlockStatus(_ request: NBDRequest) throws {
         let device = context.device
@@ -129,6 +131,14 @@ extension TransmissionDriver {
                 contextID: id, requestLength: request.length,
                 extents: depths.map { BlockStatusExtent(length: $0.length, flags: UInt64($0.depth)) },
                 requestOne: requestOne, form: form))
+        }
+        for (id, bitmap) in context.dirtyBitmapContexts {
+            // QEMU's server sends at most 1 MiB of extents (131,072) for a bitmap; so do we,
+            // so a client sees the same replies from both.
+            let limit = requestOne ? 1 : Self.maximumBitmapExtents
+            let runs = try bitmap.runs(request.offset, request.length, limit)
+            payloads.append(BlockStatusReplyPlanner.payload(contextID: id, requestLength: request.length, extents: runs,
+                                                            requestOne: requestOne, form: form, maximumExtents: limit))
         }
         var reply: [UInt8] = []
         for (index, payload) in payloads.enumerated() {

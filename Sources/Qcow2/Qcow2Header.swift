@@ -50,6 +50,9 @@ struct Qcow2Header: Sendable, Equatable {
     var backingFileName: String?
     var backingFormat: String?
     var hasBitmapsExtension: Bool
+    /// The bitmaps extension's fields (nil when absent or not 24 bytes long; the bitmap loader
+    /// validates them, so an image whose bitmaps nobody asks about opens read-only as before).
+    var bitmapsExtension: Qcow2BitmapsExtension?
 
     var clusterSize: UInt64 { 1 << UInt64(clusterBits) }
 
@@ -76,7 +79,8 @@ struct Qcow2Header: Sendable, Equatable {
             refcountTableOffset: bytes.be64(at: 48), refcountTableClusters: bytes.be32(at: 56),
             snapshotCount: bytes.be32(at: 60), snapshotsOffset: bytes.be64(at: 64),
             incompatible: [], compatible: [], autoclear: [], refcountOrder: 4, headerLength: 72,
-            compressionType: .deflate, backingFileName: nil, backingFormat: nil, hasBitmapsExtension: false)
+            compressionType: .deflate, backingFileName: nil, backingFormat: nil, hasBitmapsExtension: false,
+            bitmapsExtension: nil)
 
         if version == 3 {
             guard bytes.count >= 104 else { throw bad("file too short for a version 3 header") }
@@ -191,6 +195,7 @@ struct Qcow2Header: Sendable, Equatable {
                 backingFormat = format
             case ExtensionType.bitmaps:
                 hasBitmapsExtension = true
+                bitmapsExtension = Qcow2BitmapsExtension(data)
             case ExtensionType.externalDataFile:
                 throw BlockDeviceError(.unsupportedFeature, "qcow2: unsupported feature: external data file")
             default:

@@ -12,6 +12,7 @@ extension Qcow2Image {
         try checkWritable()
         try checkRange(offset, UInt64(data.count))
         if data.count > 0 {
+            recordChange(offset: offset, length: UInt64(data.count))
             try inFlight.withClusters(clusterRange(offset, UInt64(data.count))) {
                 try writeLocked(data, at: offset)
             }
@@ -21,7 +22,10 @@ extension Qcow2Image {
 
     public func flush() throws {
         try checkOpen()
-        if writable { try syncAndReleasePending() }
+        if writable {
+            try writeBackBitmaps()
+            try syncAndReleasePending()
+        }
     }
 
     func clusterRange(_ offset: UInt64, _ length: UInt64) -> ClosedRange<UInt64> {

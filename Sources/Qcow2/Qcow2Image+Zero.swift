@@ -10,6 +10,9 @@ extension Qcow2Image {
                 if fastOnly, pieces.contains(where: { !$0.whole || !canZeroByMetadata }) {
                     throw BlockDeviceError(.notSupported, "qcow2: zeroing this range needs data writes")
                 }
+                // Every byte of the range now reads as zero: a change of content as far as
+                // the bitmaps know (as for QEMU, even where it read as zero before).
+                recordChange(offset: offset, length: length)
                 var updates: [L2Update] = []
                 for piece in pieces {
                     if piece.whole && canZeroByMetadata {
@@ -40,7 +43,12 @@ extension Qcow2Image {
                     let current = try lookupEntry(piece.offset)
                     let allocated = current.entry.isCompressed || current.entry.hostOffset != 0
                     if !allocated && backing == nil { continue }  // already reads as zero, nothing to free
-                    if let u = try zeroEntryUpdate(at: piece.offset, unmap: true) { updates.append(u) }
+                    if let u = try zeroEntryUpdate(at: piece.offset, unmap: true) {
+                        // Only clusters whose mapping changes: a discard of what reads as
+                        // zero already (or of partial clusters, left alone) changes nothing.
+                        recordChange(offset: piece.offset, length: piece.length)
+                        updates.append(u)
+                    }
                 }
                 try apply(updates)
             }

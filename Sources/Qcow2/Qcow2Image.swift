@@ -43,6 +43,17 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
     var l2TablesWritten: UInt64 = 0
     private let stateLock = NSLock()
     private var closed = false
+    /// Persistent bitmaps: loaded at open when writable, on first use when read-only.
+    /// Guarded by `bitmapLock` (the loaded object has its own lock).
+    var bitmapState: BitmapState = .notLoaded
+    let bitmapLock = NSLock()
+
+    enum BitmapState {
+        case notLoaded
+        case none
+        case loaded(Qcow2PersistentBitmaps)
+        case failed(BlockDeviceError)
+    }
 
     /// Longest backing chain we follow (QEMU has no fixed limit; a bound keeps loops and
     /// hostile images from exhausting file descriptors).
@@ -67,9 +78,15 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         let header = try Qcow2Header.parse(headBytes, fileLength: fileLength)
         let geometry = Qcow2Geometry(clusterBits: header.clusterBits, extendedL2: header.incompatible.contains(.extendedL2),
                                      version: header.version, refcountOrder: header.refcountOrder)
-        if writable {
-            if header.hasBitmapsExtension || header.autoclear.contains(.bitmaps) {
-                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) has persistent dirty bitmaps, which this driver cannot keep consistent; open it read-only")
+        if writable && header.hasBitmapsExtension {
+            // Autoclear bit 0 clear: a writer without bitmap support changed the image after
+            // the bitmaps were saved, so they are stale; QEMU discards them on its next
+            // read-write open (leaking their clusters). We neither use nor silently drop them.
+            if !header.autoclear.contains(.bitmaps) {
+                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) has persistent bitmaps marked stale (autoclear bit 0 is clear: a program without bitmap support wrote the image); open it read-only")
+            }
+            if header.incompatible.contains(.dirty) {
+                throw BlockDeviceError(.unsupportedFeature, "qcow2: \(path) was not closed cleanly (dirty bit) and has persistent bitmaps, whose clusters the refcount repair here does not count; repair it with 'qemu-img check -r all'")
             }
         }
         self.file = file
@@ -96,11 +113,22 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
                 var rebuilder = RefcountRebuilder(file: file, header: header, geometry: geometry, store: store)
                 try rebuilder.repair()
             }
-            if header.autoclear.rawValue != 0 {
-                // Autoclear bits we do not maintain must be cleared before our first write.
-                try file.write([UInt8].be64(0), at: 88)
+            if header.hasBitmapsExtension {
+                // Loaded (and every problem refused) before anything is written.
+                let bitmaps = try Qcow2PersistentBitmaps(file: file, header: header, virtualSize: size, writable: true)
+                try bitmaps.checkOwnership(metadata: try metadataClusters(store: store), clusterBits: geometry.clusterBits,
+                                           refcount: { try store.count($0) })
+                bitmapState = .loaded(bitmaps)
+            }
+            let kept: Qcow2AutoclearFeatures = header.hasBitmapsExtension ? [.bitmaps] : []
+            if header.autoclear != kept {
+                // Autoclear bits we do not maintain must be cleared before our first write;
+                // bit 0 stays set while we keep the bitmaps consistent.
+                try file.write([UInt8].be64(kept.rawValue), at: 88)
                 try file.sync()
             }
+            // As QEMU does on a read-write open: in use (on disk) until written back at close.
+            if case .loaded(let bitmaps) = bitmapState { try bitmaps.setInUse(true) }
         }
     }
 
@@ -143,8 +171,11 @@ public final class Qcow2Image: BlockDevice, ChainLayer, @unchecked Sendable {
         if !writable { return }
         // Apply the deferred refcount decrements (after a sync), then make them durable too,
         // so a clean close leaves exact refcounts.
+        try writeBackBitmaps()
         try syncAndReleasePending()
         try file.sync()
+        // Everything the bitmaps describe is durable: now they may say they are consistent.
+        if let bitmaps = loadedBitmaps { try bitmaps.setInUse(false) }
     }
 
     /// Drops the file locks of this image and its backing chain (the descriptors stay open

@@ -1,4 +1,4 @@
-/// One `--export NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]` value.
+/// One `--export NAME=PATH[,ro][,tls-only][,format=FMT][,bitmap=NAME]...[,desc=TEXT]` value.
 ///
 /// `desc=` must come last: everything after it (commas included) is the description.
 struct ExportSpec: Equatable, Sendable {
@@ -8,6 +8,8 @@ struct ExportSpec: Equatable, Sendable {
     var tlsOnly = false
     var format: String?
     var description: String?
+    /// Persistent bitmaps offered as `qemu:dirty-bitmap:NAME` (`bitmap=NAME`, repeatable).
+    var bitmaps: [String] = []
 
     struct ParseError: Error, CustomStringConvertible {
         var description: String
@@ -25,7 +27,7 @@ struct ExportSpec: Equatable, Sendable {
 
     init(parsing text: String) throws {
         guard let equals = text.firstIndex(of: "=") else {
-            throw ParseError(description: "--export '\(text)': expected NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]")
+            throw ParseError(description: "--export '\(text)': expected NAME=PATH[,ro][,tls-only][,format=FMT][,bitmap=NAME]...[,desc=TEXT]")
         }
         name = String(text[..<equals])
         var rest = text[text.index(after: equals)...]
@@ -45,8 +47,12 @@ struct ExportSpec: Equatable, Sendable {
             case "tls-only": tlsOnly = true
             case let other where other.hasPrefix("format="):
                 format = String(other.dropFirst("format=".count))
+            case let other where other.hasPrefix("bitmap="):
+                let bitmap = String(other.dropFirst("bitmap=".count))
+                guard !bitmap.isEmpty else { throw ParseError(description: "--export '\(text)': bitmap= needs a name") }
+                bitmaps.append(bitmap)
             default:
-                throw ParseError(description: "--export '\(text)': unknown option '\(option)' (known: ro, tls-only, format=FMT, desc=TEXT)")
+                throw ParseError(description: "--export '\(text)': unknown option '\(option)' (known: ro, tls-only, format=FMT, bitmap=NAME, desc=TEXT)")
             }
         }
         self.description = description

@@ -15,7 +15,7 @@ struct ServeCommand: ParsableCommand {
             One image:      swiftnbd serve disk.img --name disk --port 10809
             Several images: swiftnbd serve --export disk=/images/a.img,desc=System disk \\
                                            --export data=/images/b.img,ro
-            --export takes NAME=PATH[,ro][,tls-only][,format=FMT][,desc=TEXT]; desc= must be last \
+            --export takes NAME=PATH[,ro][,tls-only][,format=FMT][,bitmap=NAME]...[,desc=TEXT]; desc= must be last \
             (the rest of the value, commas included, is the description). IMAGE/--name/--description \
             add one more export. An empty name in a client's request selects the first export.
 
@@ -47,6 +47,11 @@ struct ServeCommand: ParsableCommand {
 
     @Option(name: [.customShort("k"), .long], help: "Listen on this Unix socket instead of TCP.")
     var unix: String?
+
+    @Option(name: [.customShort("B"), .customLong("bitmap")], help: ArgumentHelp(
+        "Offer the qcow2 image's persistent dirty bitmap NAME as the metadata context qemu:dirty-bitmap:NAME (repeatable; for IMAGE's export, or the only --export; otherwise use bitmap=NAME in --export).",
+        valueName: "name"))
+    var bitmaps: [String] = []
 
     @Flag(name: [.customShort("r"), .long], help: "Refuse writes (all exports).")
     var readOnly = false
@@ -90,6 +95,9 @@ struct ServeCommand: ParsableCommand {
         }
         if image == nil && exports.isEmpty { throw ValidationError("give an IMAGE to serve, or --export NAME=PATH") }
         if image == nil && description != nil { throw ValidationError("--description describes IMAGE; with --export use desc=TEXT") }
+        if image == nil && exports.count > 1 && !bitmaps.isEmpty {
+            throw ValidationError("--bitmap applies to IMAGE or a single --export; with several exports use bitmap=NAME in --export")
+        }
         if let metrics {
             do { _ = try ListenAddress(parsing: metrics) } catch { throw ValidationError("--metrics \(error)") }
         }
@@ -129,8 +137,16 @@ struct ServeCommand: ParsableCommand {
                 let readOnly = readOnly || spec.readOnly
                 let device = try openImage(path: spec.path, format: spec.format ?? format, readOnly: readOnly, snapshot: snapshot,
                                        cache: cache)
+                let bitmaps: [ExportedDirtyBitmap]
+                do {
+                    bitmaps = try ServeBitmaps.exported(names: spec.bitmaps, spec: spec, device: device, writable: !readOnly,
+                                                        snapshot: snapshot, logger: logger)
+                } catch {
+                    try? device.close()
+                    throw error
+                }
                 opened.append(ExportConfiguration(name: spec.name, description: spec.description, device: device,
-                                                  readOnly: readOnly, tlsOnly: spec.tlsOnly))
+                                                  readOnly: readOnly, tlsOnly: spec.tlsOnly, dirtyBitmaps: bitmaps))
             }
         } catch {
             for export in opened { try? export.device.close() }
@@ -201,6 +217,7 @@ struct ServeCommand: ParsableCommand {
             specs.append(ExportSpec(name: name, path: image, description: description))
         }
         for text in exports { specs.append(try ExportSpec(parsing: text)) }
+        if !bitmaps.isEmpty, specs.count == 1 || image != nil { specs[0].bitmaps = bitmaps + specs[0].bitmaps }
         var seen = Set<String>()
         for spec in specs where !seen.insert(spec.name).inserted {
             throw ValidationError("export name '\(spec.name)' is given twice")

@@ -18,11 +18,13 @@ public struct ExportDescriptor: Hashable, Sendable {
     public var tlsOnly: Bool
     /// Offers the `qemu:allocation-depth` metadata context.
     public var offersAllocationDepth: Bool
+    /// Names of the dirty bitmaps offered as `qemu:dirty-bitmap:NAME`, in configured order.
+    public var dirtyBitmaps: [String]
 
     public init(name: String, description: String = "", size: UInt64,
                 transmissionFlags: TransmissionFlags = [.hasFlags],
                 blockSizes: NBDBlockSizes = .serverDefault, tlsOnly: Bool = false,
-                offersAllocationDepth: Bool = false) {
+                offersAllocationDepth: Bool = false, dirtyBitmaps: [String] = []) {
         self.name = name
         self.description = description
         self.size = size
@@ -30,6 +32,7 @@ public struct ExportDescriptor: Hashable, Sendable {
         self.blockSizes = blockSizes
         self.tlsOnly = tlsOnly
         self.offersAllocationDepth = offersAllocationDepth
+        self.dirtyBitmaps = dirtyBitmaps
     }
 
     /// The flags to advertise on a connection with (or without) structured replies/extended headers.

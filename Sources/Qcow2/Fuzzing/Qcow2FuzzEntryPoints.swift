@@ -5,7 +5,8 @@ import BlockDevices
 
 /// Entry point shared by the libFuzzer target Fuzz/qcow2 and its regression tests: the
 /// fuzzer's bytes are an image file, opened with the real driver read-only (read, block status,
-/// allocation depth) and then for writing (write, write zeroes, trim, flush, read back).
+/// allocation depth, persistent bitmaps) and then for writing (write, write zeroes, trim, flush,
+/// read back, bitmaps recorded and written back).
 /// Every input must end in data or a `BlockDeviceError`, never a trap.
 ///
 /// The image lives in a private temporary directory that also holds `base.raw` and
@@ -83,6 +84,7 @@ package enum Qcow2FuzzEntryPoints {
             _ = try? image.allocationDepth(offset: 0, length: statusLength)
             _ = try? image.extents(offset: size / 2, length: min(size - size / 2, cluster * 4))
             try? image.cache(offset: 0, length: min(size, cluster * 4))
+            exerciseBitmaps(image, statusLength: statusLength)
             return
         }
         let data = [UInt8](repeating: 0xa5, count: 8192)
@@ -101,6 +103,18 @@ package enum Qcow2FuzzEntryPoints {
         try? image.flush()
         read(0, 16 << 10)
         _ = try? image.extents(offset: 0, length: min(size, cluster * 8))
+        exerciseBitmaps(image, statusLength: statusLength)
+    }
+
+    /// The persistent bitmaps: directory, tables and data (read-only: loaded on this first
+    /// use; writable: loaded at open, then changed by the requests above and written back).
+    static func exerciseBitmaps(_ image: Qcow2Image, statusLength: UInt64) {
+        guard let bitmaps = try? image.persistentBitmaps() else { return }
+        for bitmap in bitmaps.prefix(8) {
+            _ = try? image.exportableBitmap(named: bitmap.name)
+            _ = try? image.dirtyRuns(bitmap: bitmap.name, offset: 0, length: statusLength, maxRuns: 4096)
+            if statusLength > 1000 { _ = try? image.dirtyRuns(bitmap: bitmap.name, offset: 777, length: statusLength - 1000, maxRuns: 1) }
+        }
     }
 }
 
