@@ -85,6 +85,8 @@ struct BackupRun {
         log("\(kind) backup #\(sequence) of \(command.disks.joined(separator: ", ")) into \(directory)")
         let session = FleecingSession(qmp: qmp, log: log)
         var parts: [String] = []
+        var renamed: [String] = []
+        var superseded: String?
         var images: [BackupManifest.DiskImage] = []
         var diskReports: [BackupReport.Disk] = []
         let checkpointTime = Date()
@@ -137,9 +139,28 @@ struct BackupRun {
                 var info = stat()
                 if stat(plan.scratchFile, &info) == 0 { diskReports[index].scratchBytes = UInt64(clamping: info.st_size) }
             }
+            // Images and manifest are put in place while QEMU still holds the new checkpoint, so
+            // that a failure here still rolls the bitmaps back (see the catch below).
+            for (part, image) in zip(parts, images) {
+                let final = "\(directory)/\(image.image)"
+                guard rename(part, final) == 0 else {
+                    throw BackupFailure("cannot rename \(part): \(String(cString: strerror(errno)))")
+                }
+                renamed.append(final)
+            }
+            let finished = Date()
+            if isFull {
+                manifest.vm = identity
+                manifest.disks = command.disks.map { BackupManifest.Disk(node: $0, size: nodes[$0]?.size ?? 0) }
+            }
+            superseded = manifest.checkpoints.last?.bitmap
+            manifest.checkpoints.append(BackupManifest.Checkpoint(
+                sequence: sequence, kind: kind, bitmap: newBitmap, started: BackupManifest.timestamp(checkpointTime),
+                finished: BackupManifest.timestamp(finished), seconds: finished.timeIntervalSince(started), disks: images))
+            try manifest.save(directory: directory)
         } catch {
             session.finish(success: false)
-            for part in parts { unlink(part) }
+            for part in parts + renamed { unlink(part) }
             var message = interrupted.isSet ? "interrupted (\(error))" : "\(error)"
             if !session.cleanupProblems.isEmpty {
                 message += "; cleanup problems: " + session.cleanupProblems.joined(separator: "; ")
@@ -148,21 +169,6 @@ struct BackupRun {
         }
         session.finish(success: true)
         for problem in session.cleanupProblems { fputs("backup: warning: cleanup: \(problem)\n", stderr) }
-        for (part, image) in zip(parts, images) {
-            guard rename(part, "\(directory)/\(image.image)") == 0 else {
-                throw BackupFailure("cannot rename \(part): \(String(cString: strerror(errno)))")
-            }
-        }
-        let finished = Date()
-        if isFull {
-            manifest.vm = identity
-            manifest.disks = command.disks.map { BackupManifest.Disk(node: $0, size: nodes[$0]?.size ?? 0) }
-        }
-        let superseded = manifest.checkpoints.last?.bitmap
-        manifest.checkpoints.append(BackupManifest.Checkpoint(
-            sequence: sequence, kind: kind, bitmap: newBitmap, started: BackupManifest.timestamp(checkpointTime),
-            finished: BackupManifest.timestamp(finished), seconds: finished.timeIntervalSince(started), disks: images))
-        try manifest.save(directory: directory)
         // The superseded checkpoint's bitmap has done its job (it was copied, or a new full
         // backup replaces its chain); keeping it would only cost QEMU memory and image space.
         if let superseded {
@@ -175,7 +181,7 @@ struct BackupRun {
             }
         }
         return BackupReport(directory: directory, kind: kind, sequence: sequence, bitmap: newBitmap,
-                            seconds: finished.timeIntervalSince(started), disks: diskReports)
+                            seconds: Date().timeIntervalSince(started), disks: diskReports)
     }
 
     /// The directory must belong to this VM and these disks, at their current sizes.

@@ -43,42 +43,11 @@ struct DirtyBitmapExtentMap: CopyExtentMap {
     }
 }
 
-/// Combines a dirty bitmap's extents with allocation extents that start at the same offset.
+/// Planner extents from the combined runs: clean → skip, dirty zero → zero, dirty → data.
 enum DirtyExtentMerge {
-    /// Covers the shorter of the two lists; neighbours of the same kind are joined.
-    /// Dirty (bit 0 of the bitmap's flags) and zero (`NBD_STATE_ZERO`, bit 1 of
-    /// base:allocation) → zero; dirty otherwise → data; clean → skip.
     static func merge(dirty: [BlockStatusExtent], allocation: [BlockStatusExtent]) -> [PlannedExtent] {
-        var result: [PlannedExtent] = []
-        var d = 0, a = 0
-        var dirtyLeft = dirty.first?.length ?? 0
-        var allocationLeft = allocation.first?.length ?? 0
-        while d < dirty.count && a < allocation.count {
-            if dirtyLeft == 0 {
-                d += 1
-                if d < dirty.count { dirtyLeft = dirty[d].length }
-                continue
-            }
-            if allocationLeft == 0 {
-                a += 1
-                if a < allocation.count { allocationLeft = allocation[a].length }
-                continue
-            }
-            let step = min(dirtyLeft, allocationLeft)
-            let kind: PlannedExtent.Kind
-            if dirty[d].flags & 1 == 0 {
-                kind = .skip
-            } else {
-                kind = allocation[a].flags & 2 != 0 ? .zero : .data
-            }
-            if let last = result.last, last.kind == kind {
-                result[result.count - 1].length += step
-            } else {
-                result.append(PlannedExtent(length: step, kind: kind))
-            }
-            dirtyLeft -= step
-            allocationLeft -= step
+        DirtyBitmapStatus.combine(dirty: dirty, allocation: allocation).map { run in
+            PlannedExtent(length: run.length, kind: !run.dirty ? .skip : run.zero ? .zero : .data)
         }
-        return result
     }
 }
