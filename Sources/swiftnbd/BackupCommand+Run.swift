@@ -37,6 +37,7 @@ struct BackupRun {
             }
         }
 
+        try Self.refuseLeftovers(qmp, nodes: nodes)
         var manifest = try BackupManifest.load(directory: directory)
         let isFull: Bool
         if let existing = manifest {
@@ -182,6 +183,20 @@ struct BackupRun {
         }
         return BackupReport(directory: directory, kind: kind, sequence: sequence, bitmap: newBitmap,
                             seconds: Date().timeIntervalSince(started), disks: diskReports)
+    }
+
+    /// Objects named like ours mean another backup runs now, or one was killed (SIGKILL,
+    /// a crash) before its cleanup: either way not ours to remove.
+    static func refuseLeftovers(_ qmp: QMPClient, nodes: [String: BackupNodeInfo]) throws {
+        var found = nodes.keys.filter { $0.hasPrefix("swiftnbd-fleece-") }.sorted().map { "node \($0)" }
+        let jobs = try qmp.execute("query-block-jobs").arrayValue ?? []
+        found += jobs.compactMap { $0["device"]?.stringValue }.filter { $0.hasPrefix("swiftnbd-backup-") }.map { "job \($0)" }
+        let exports = try qmp.execute("query-block-exports").arrayValue ?? []
+        found += exports.compactMap { $0["id"]?.stringValue }.filter { $0.hasPrefix("swiftnbd-export-") }.map { "export \($0)" }
+        guard found.isEmpty else {
+            throw BackupFailure("the VM holds \(found.joined(separator: ", ")) of a backup that has not finished: another backup is running, "
+                + "or one was killed before cleaning up (then remove them with block-export-del, block-job-cancel, blockdev-del and nbd-server-stop)")
+        }
     }
 
     /// The directory must belong to this VM and these disks, at their current sizes.

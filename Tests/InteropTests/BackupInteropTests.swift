@@ -148,7 +148,7 @@ struct BackupInteropTests {
         #expect(try f.bitmaps("vda-format").keys.sorted() == ["swiftnbd-\(chain)-4"])
     }
 
-    @Test("a backup directory of another VM is refused", .enabled(if: tools), .timeLimit(.minutes(2)))
+    @Test("a backup directory of another VM and the leftovers of an unfinished backup are refused", .enabled(if: tools), .timeLimit(.minutes(2)))
     func directoryOfAnotherVM() throws {
         let first = try BackupVM("owner", name: "owner", qemu: .debian, guest: false)
         defer { first.shutdown() }
@@ -162,5 +162,14 @@ struct BackupInteropTests {
         #expect(refused.stderr.contains("not of this VM 'stranger'"), "\(refused)")
         // Nothing was set up in the stranger.
         #expect(try other.bitmaps("vda-format").isEmpty)
+
+        // Objects named like a backup's (one killed before its cleanup) are not touched: refused.
+        try first.vm.qmp.execute("blockdev-add", ["driver": "null-co", "node-name": "swiftnbd-fleece-0", "size": 1048576])
+        let leftover = try first.backup()
+        #expect(!leftover.succeeded)
+        #expect(leftover.stderr.contains("the VM holds node swiftnbd-fleece-0 of a backup that has not finished"), "\(leftover)")
+        try first.vm.qmp.execute("blockdev-del", ["node-name": "swiftnbd-fleece-0"])
+        let after = try first.backup()
+        #expect(after.succeeded, "\(after)")
     }
 }
