@@ -172,4 +172,29 @@ struct BackupInteropTests {
         let after = try first.backup()
         #expect(after.succeeded, "\(after)")
     }
+
+    @Test("checkpoints survive a clean QEMU restart: the next incremental copies exactly what was written",
+          .enabled(if: tools), .timeLimit(.minutes(2)), arguments: QEMUGeneration.all)
+    func restart(qemu: QEMUGeneration) throws {
+        let f = try BackupVM("restart", qemu: qemu, guest: false)
+        defer { f.shutdown() }
+        let full = try f.backup()
+        try #require(full.succeeded, "\(full)\n\(f.vm.process.log)")
+        try f.restart()
+        let bitmaps = try f.bitmaps("vda-format")
+        #expect(bitmaps.count == 1 && bitmaps.values.first?.recording == true, "\(bitmaps)")
+        try f.guestWrite("write -P 0x5c 3M 192k")
+        try f.guestWrite("write -z 40M 1M")
+        let incremental = try f.backup()
+        try #require(incremental.succeeded, "\(incremental)\n\(f.vm.process.log)")
+        let report = try Self.report(incremental)
+        let vda = try #require(Self.disk(report, "vda-format"))
+        #expect(vda["bytesRead"]?.intValue == 192 << 10, "\(vda)")
+        #expect(vda["bytesZeroed"]?.intValue == 1 << 20, "\(vda)")
+        #expect(Self.disk(report, "vdb-format")?["bytesRead"]?.intValue == 0)
+        let image = try #require(vda["image"]?.stringValue)
+        f.shutdown()
+        let compare = try run([qemu.img, "compare", "-f", "qcow2", "-F", "qcow2", f.disk, "\(f.backupDirectory)/\(image)"])
+        #expect(compare.succeeded, "\(compare)")
+    }
 }

@@ -13,11 +13,15 @@ final class BackupVM: @unchecked Sendable {
     let qemu: QEMUGeneration
     let disk: String
     let dataDisk: String
-    let vm: MigrationVM
+    private(set) var vm: MigrationVM
     let backupDirectory: String
+    private let name: String
+    private let guest: Bool
 
     init(_ label: String, name: String = "backup-guest", qemu: QEMUGeneration, guest: Bool = true) throws {
         self.qemu = qemu
+        self.name = name
+        self.guest = guest
         pki = try MigrationPKI.shared.get()
         dir = TempDir("backup-\(label)-\(qemu.name)")
         disk = dir.file("vda.qcow2")
@@ -85,6 +89,24 @@ final class BackupVM: @unchecked Sendable {
     }
 
     func shutdown() { vm.shutdown() }
+
+    /// Quits QEMU cleanly (it stores the persistent bitmaps in the qcow2 images) and starts it
+    /// again on the same disks.
+    func restart() throws {
+        vm.shutdown()
+        vm = try MigrationVM(name: name, in: dir, disk: disk, diskFormat: "qcow2", dataDisk: (dataDisk, "qcow2"),
+                             tls: (pki.trusted, "server"), incoming: false, paused: !guest, qemu: qemu)
+    }
+
+    /// Writes through the guest's own device (HMP qemu-io on its BlockBackend), so the
+    /// checkpoint bitmaps see it as a guest write.
+    func guestWrite(_ command: String) throws {
+        let out = try vm.qmp.execute("human-monitor-command",
+                                     ["command-line": .string("qemu-io -d /machine/peripheral/vda/virtio-backend \"\(command)\"")])
+        guard (out.stringValue ?? "").trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw MigrationTestFailure("qemu-io \(command): \(out)")
+        }
+    }
 }
 
 /// Runs `body` on its own thread; `wait` returns its result.
