@@ -137,14 +137,25 @@ struct CopyDirtyBitmapInteropTests {
         try f.must([qemu.img, "convert", "-f", "qcow2", "-O", "raw", inc2, converted])
         #expect(filesEqual(restored, converted))
 
-        // ck1 still records everything since checkpoint 1: bring the raw copy up to date in place.
+        // ck1 still records everything since checkpoint 1: bring the raw copy up to date in
+        // place, once as a local file and once as an export of `swiftnbd serve` over TLS.
+        let served = f.dir.file("served.raw")
+        try #require(try f.swiftnbdCopy([inPlace, served]).succeeded)
         do {
             let (server, uri) = try f.export(bitmap: "ck1")
             defer { server.stop() }
             let copy = try f.swiftnbdCopy(["--dirty-bitmap", "ck1", uri, inPlace])
             try #require(copy.succeeded, "\(copy)\n\(server.log)")
+            let port = FreePort.next()
+            let serve = try startTLSPeer(TLSServe.arguments(port: port, exports: [("disk", served)])
+                                         + ["--tls-certificates", f.pki.trusted], port: port)
+            defer { serve.stop() }
+            let toServe = try f.swiftnbdCopy(["--dirty-bitmap", "ck1", "--flush", uri,
+                                              "nbds://localhost:\(port)/disk?tls-certificates=\(f.pki.trusted)"])
+            try #require(toServe.succeeded, "\(toServe)\n\(serve.log)")
         }
         #expect(try f.compareWithDisk(inPlace, format: "raw").succeeded)
+        #expect(try f.compareWithDisk(served, format: "raw").succeeded)
     }
 
     @Test("an unknown bitmap, a missing destination and a backing image of another size are refused with specific errors",
