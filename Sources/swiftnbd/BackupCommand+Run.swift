@@ -21,7 +21,7 @@ struct BackupRun {
     func run(started: Date) throws -> BackupReport {
         let directory = command.directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let qmp = try QMPClient(unixPath: command.qmp, timeout: command.timeout)
+        let qmp = try QMPClient(unixPath: command.qmp, timeout: min(command.timeout, 10))
         defer { qmp.close() }
 
         let identity = BackupManifest.VMIdentity(
