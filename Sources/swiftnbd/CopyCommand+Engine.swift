@@ -20,6 +20,7 @@ final class BlockCopier: @unchecked Sendable {
     let workers: Int
     let sparse: Bool
     let progress: CopyProgress
+    let statistics: CopyStatistics
     /// Set for local file destinations (see `PageCacheDropper`).
     var pageCache: PageCacheDropper?
 
@@ -29,7 +30,8 @@ final class BlockCopier: @unchecked Sendable {
     private var running = 0
 
     init(source: any BlockDevice, destination: any BlockDevice, destinationIsZero: Bool, size: UInt64,
-         requestSize: Int, workers: Int, sparse: Bool, progress: CopyProgress) {
+         requestSize: Int, workers: Int, sparse: Bool, progress: CopyProgress,
+         statistics: CopyStatistics = CopyStatistics(), extentMap: CopyExtentMap? = nil) {
         self.source = source
         self.destination = destination
         self.destinationIsZero = destinationIsZero
@@ -38,7 +40,11 @@ final class BlockCopier: @unchecked Sendable {
         self.workers = max(1, workers)
         self.sparse = sparse
         self.progress = progress
-        planner = CopyPlanner(source: source, size: size, requestSize: requestSize, sparse: sparse)
+        self.statistics = statistics
+        planner = CopyPlanner(source: source, size: size, requestSize: requestSize, sparse: sparse, extentMap: extentMap) {
+            statistics.addSkipped($0)
+            progress.add($0)
+        }
     }
 
     func run() throws {
@@ -77,10 +83,12 @@ final class BlockCopier: @unchecked Sendable {
                 case .data(let offset, let length):
                     let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
                     try source.read(into: piece, at: offset)
+                    statistics.addRead(UInt64(length))
                     if sparse && Self.isAllZero(UnsafeRawBufferPointer(piece)) {
                         try zero(offset: offset, length: UInt64(length))
                     } else {
                         try destination.write(UnsafeRawBufferPointer(piece), at: offset, fua: false)
+                        statistics.addWritten(UInt64(length))
                         if let pageCache {
                             pageCache.written((offset, UInt64(length)), previous: previous)
                             previous = (offset, UInt64(length))
@@ -96,6 +104,7 @@ final class BlockCopier: @unchecked Sendable {
     }
 
     private func zero(offset: UInt64, length: UInt64) throws {
+        statistics.addZeroed(length)
         if destinationIsZero { return }
         try destination.writeZeroes(offset: offset, length: length, mayTrim: true, fastOnly: false, fua: false)
     }

@@ -14,6 +14,7 @@ final class PipelinedCopier: @unchecked Sendable {
     let writers: Int
     let sparse: Bool
     let progress: CopyProgress
+    let statistics: CopyStatistics
     var pageCache: PageCacheDropper?
 
     private let planner: CopyPlanner
@@ -36,7 +37,8 @@ final class PipelinedCopier: @unchecked Sendable {
     static let bufferBudget = 64 << 20
 
     init(source: RemoteExport, destination: any BlockDevice, destinationIsZero: Bool, size: UInt64,
-         requestSize: Int, requestsPerConnection: Int, writers: Int, sparse: Bool, progress: CopyProgress) {
+         requestSize: Int, requestsPerConnection: Int, writers: Int, sparse: Bool, progress: CopyProgress,
+         statistics: CopyStatistics = CopyStatistics(), extentMap: CopyExtentMap? = nil) {
         self.source = source
         self.destination = destination
         self.destinationIsZero = destinationIsZero
@@ -44,7 +46,11 @@ final class PipelinedCopier: @unchecked Sendable {
         self.writers = max(1, writers)
         self.sparse = sparse
         self.progress = progress
-        planner = CopyPlanner(source: source, size: size, requestSize: requestSize, sparse: sparse)
+        self.statistics = statistics
+        planner = CopyPlanner(source: source, size: size, requestSize: requestSize, sparse: sparse, extentMap: extentMap) {
+            statistics.addSkipped($0)
+            progress.add($0)
+        }
         let wanted = source.connections.count * max(1, requestsPerConnection)
         let count = max(2, min(wanted, Self.bufferBudget / max(requestSize, 1)))
         allBuffers = (0..<count).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: requestSize, alignment: 4096) }
@@ -150,6 +156,7 @@ final class PipelinedCopier: @unchecked Sendable {
                     if !destinationIsZero {
                         try destination.writeZeroes(offset: offset, length: length, mayTrim: true, fastOnly: false, fua: false)
                     }
+                    statistics.addZeroed(length)
                     progress.add(length)
                 } catch { fail(error) }
             case .data(let offset, let length, let buffer, let failure):
@@ -162,13 +169,16 @@ final class PipelinedCopier: @unchecked Sendable {
                     continue
                 }
                 let piece = UnsafeRawBufferPointer(rebasing: allBuffers[buffer][0..<length])
+                statistics.addRead(UInt64(length))
                 do {
                     if sparse && BlockCopier.isAllZero(piece) {
                         if !destinationIsZero {
                             try destination.writeZeroes(offset: offset, length: UInt64(length), mayTrim: true, fastOnly: false, fua: false)
                         }
+                        statistics.addZeroed(UInt64(length))
                     } else {
                         try destination.write(piece, at: offset, fua: false)
+                        statistics.addWritten(UInt64(length))
                         if let pageCache {
                             pageCache.written((offset, UInt64(length)), previous: previous)
                             previous = (offset, UInt64(length))

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Foundation
 import BlockDevices
 import NBDClient
 
@@ -13,7 +14,8 @@ struct CopyCommand: ParsableCommand {
         discussion: "SRC and DST are NBD URIs (nbd://, nbds://, nbd+unix://, nbds+unix://) or local files (raw or qcow2); "
             + "DST may be null: to discard. A local raw destination file is created or truncated to the source size; an existing qcow2 destination is written in place; a destination named *.qcow2 (or --output-format qcow2) is created as a new qcow2 image. A destination another process has open for writing is refused. "
             + "Zero and unallocated ranges are skipped (or zeroed with WRITE_ZEROES / hole punching) instead of copied. "
-            + "Any failed request stops the copy with a non-zero exit status.")
+            + "Any failed request stops the copy with a non-zero exit status. "
+            + "With --dirty-bitmap NAME only the extents the source's qemu:dirty-bitmap:NAME marks dirty are copied, into an existing DST written in place or a new qcow2 overlay of the previous backup (--backing FILE), so full + incrementals form a plain qcow2 chain.")
 
     @Argument(help: "Source: NBD URI or local image (raw or qcow2).")
     var source: String
@@ -51,10 +53,27 @@ struct CopyCommand: ParsableCommand {
     @Flag(name: .customLong("no-sparse"), help: "Copy every byte: no extent queries, no zero detection.")
     var noSparse = false
 
+    @Option(name: .customLong("dirty-bitmap"), help: ArgumentHelp(
+        "Copy only what the NBD source's qemu:dirty-bitmap:NAME marks dirty (dirty zero runs are written as zeroes), into DST written in place: an existing image or overlay, or a new qcow2 overlay with --backing.",
+        valueName: "name"))
+    var dirtyBitmap: String?
+
+    @Option(help: ArgumentHelp("With --dirty-bitmap: create DST as a new qcow2 overlay of this image (the previous backup).", valueName: "file"))
+    var backing: String?
+
+    @Flag(help: "Print what was moved when done: bytes read, written, zeroed and skipped as clean, and the time.")
+    var stats = false
+
     func validate() throws {
         guard connections >= 1, connections <= 64 else { throw ValidationError("--connections must be between 1 and 64") }
         guard requests >= 1, requests <= 1024 else { throw ValidationError("--requests must be between 1 and 1024") }
         guard requestSize >= 512, requestSize <= 32 << 20 else { throw ValidationError("--request-size must be between 512 and 33554432") }
+        if backing != nil && dirtyBitmap == nil {
+            throw ValidationError("--backing makes an incremental overlay: it needs --dirty-bitmap")
+        }
+        if dirtyBitmap != nil && outputFormat != .auto {
+            throw ValidationError("--dirty-bitmap writes into DST in place (or a new qcow2 overlay): --output-format does not apply")
+        }
         if let progressFD, progressFD < 0 || fcntl(progressFD, F_GETFD) < 0 {
             throw ValidationError("--progress-fd \(progressFD) is not an open file descriptor")
         }
@@ -73,53 +92,18 @@ struct CopyCommand: ParsableCommand {
     }
 
     func copy() throws {
-        let cache = try qcow2Cache.options()
-        let src = try CopyEndpoint.openSource(source, connections: connections, requests: requests, cache: cache)
-        defer { try? src.device.close() }
-        let size = src.device.size
-        let dst = try CopyEndpoint.openDestination(destination, size: size, format: outputFormat,
-                                                   connections: connections, requests: requests, cache: cache)
-        var dstClosed = false
-        defer { if !dstClosed { try? dst.device.close() } }
-
-        let maxPayload = Int(min(src.device.blockSizes.maximumPayload, dst.device.blockSizes.maximumPayload))
-        let pieceSize = max(512, min(requestSize, maxPayload))
-        // Blocking workers: each has one request out at a time, so workers bound the requests in
-        // flight. Beyond 4 per connection, more threads only add contention (measured: writes to one local file slow down with 32+ writers).
-        let perConnection = min(requests, 4)
-        let workers = max(1, max(src.connections, dst.connections) * perConnection)
-        let meter = CopyProgress(total: size)
-        let showBar = progress ?? (isatty(STDERR_FILENO) != 0)
-        meter.start(bar: showBar, machineFD: progressFD)
-        let pageCache = dst.localRawPath.flatMap { PageCacheDropper(path: $0) }
-        let run: () throws -> Void
-        if let remote = src.device as? RemoteExport {
-            // NBD source: READs go through the pipelined callback API, `requests` per connection.
-            let copier = PipelinedCopier(source: remote, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
-                                         requestSize: pieceSize, requestsPerConnection: requests,
-                                         writers: 4 * dst.connections, sparse: !noSparse, progress: meter)
-            copier.pageCache = pageCache
-            run = copier.run
-        } else {
-            let copier = BlockCopier(source: src.device, destination: dst.device, destinationIsZero: dst.knownZero, size: size,
-                                     requestSize: pieceSize, workers: workers, sparse: !noSparse, progress: meter)
-            copier.pageCache = pageCache
-            run = copier.run
+        let job = CopyJob(source: source, destination: destination, outputFormat: outputFormat,
+                          dirtyBitmap: dirtyBitmap, backing: backing, connections: connections, requests: requests,
+                          requestSize: requestSize, flush: flush, verify: verify, sparse: !noSparse,
+                          cache: try qcow2Cache.options(), progressBar: progress ?? (isatty(STDERR_FILENO) != 0),
+                          progressFD: progressFD)
+        let outcome = try job.run()
+        if stats {
+            let s = outcome.statistics
+            let rate = Double(s.bytesRead) / max(outcome.seconds, 0.000_001) / 1_048_576
+            print("size \(outcome.size) read \(s.bytesRead) written \(s.bytesWritten) zeroed \(s.bytesZeroed) "
+                + "skipped \(s.bytesSkipped) seconds \(String(format: "%.3f", outcome.seconds)) read-MiB/s \(String(format: "%.1f", rate))")
         }
-        do {
-            try run()
-        } catch {
-            meter.stop(drawFinal: false)
-            if showBar { fputs("\n", stderr) }
-            throw error
-        }
-        if flush { try dst.device.flush() }
-        meter.stop(drawFinal: true)
-        if verify {
-            try CopyVerifier.verify(src.device, dst.device, size: size, requestSize: pieceSize, workers: workers)
-        }
-        dstClosed = true
-        try dst.device.close()
     }
 }
 
