@@ -64,6 +64,16 @@ def wait_for_socket(path, proc, timeout=120):
     raise RuntimeError(f"server not listening on {path} after {timeout} s")
 
 
+def stop(proc, grace):
+    """SIGTERM (callgrind writes its counts on the way out), SIGKILL after `grace` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def fio_command(sock, workload, size, requests):
     job = WORKLOADS[workload]
     return ["fio", "--name=count", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}", f"--rw={job['rw']}",
@@ -92,12 +102,7 @@ def native_cpu_split(args, workload, requests, workdir):
             subprocess.run(fio_command(sock, workload, args.size, requests), check=True, capture_output=True, timeout=1800)
             user1, sys1 = cpu_ticks(proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 60)
     tick = os.sysconf("SC_CLK_TCK")
     return (user1 - user0) / tick / requests, (sys1 - sys0) / tick / requests
 
@@ -120,12 +125,7 @@ def server_instructions(args, workload, metrics, requests, workdir):
             subprocess.run(fio_command(sock, workload, args.size, requests), check=True, capture_output=True,
                            timeout=1800)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 120)
     with open(out) as f:
         for line in f:
             m = re.match(r"(summary|totals): (\d+)", line)
