@@ -10,8 +10,12 @@ for r in rows:
     res = r.get("result") or {}
     ok = res.get("status") == "completed" and r.get("identical")
     mib = lambda v: f"{v / 1048576:.0f}" if isinstance(v, (int, float)) else "-"
+    # 0 means QEMU had not measured a rate yet when the run ended: no figure, not zero.
+    rate = lambda v: f"{v / 1048576:.0f}" if isinstance(v, (int, float)) and v > 0 else "-"
     if ok:
         done = "yes"
+    elif res.get("code") == "timed out":
+        done = "no (time limit)"
     elif res.get("status") == "failed":
         done = "no: " + (res.get("code") or "failed")
     else:
@@ -25,7 +29,7 @@ for r in rows:
     throttle = res.get("peak-throttle-percent")
     print(f"| {r['rate']} MiB/s | {r['bandwidth']} | {r['strategy']} | {done} | "
           f"{res['total-seconds']:.1f} | {res.get('downtime-ms', '-')} | {mib(res.get('ram-transferred-bytes'))} | "
-          f"{res.get('ram-iterations', '-')} | {throttle if throttle is not None else '-'} | {mib(dirty)} | {post} |"
+          f"{res.get('ram-iterations', '-')} | {throttle if throttle is not None else '-'} | {rate(dirty)} | {post} |"
           if ok else
           f"| {r['rate']} MiB/s | {r['bandwidth']} | {r['strategy']} | {done} | - | - | - | "
-          f"{(res.get('diagnosis') or {}).get('iteration', '-')} | {(res.get('diagnosis') or {}).get('throttle-percent') or '-'} | {mib(dirty)} | - |")
+          f"{(res.get('diagnosis') or {}).get('iteration', '-')} | {(res.get('diagnosis') or {}).get('throttle-percent') or '-'} | {rate(dirty)} | - |")

@@ -12,7 +12,9 @@
 #   env: SWIFTNBD (binary; default release build), RAM_TIMEOUT (s, default 60: the pre-copy
 #   time limit, after which a run counts as not completed), GUEST_MIB (working set, 128),
 #   VM_MIB (guest RAM, 512), RESULTS (JSON-lines output file; default in the work dir),
-#   LOG_DIR (keeps each run's progress lines, `--progress-fd` JSON lines and stderr there).
+#   LOG_DIR (keeps each run's progress lines, `--progress-fd` JSON lines and stderr there),
+#   QEMU_BIN_DIR (a directory with another qemu-system-x86_64/qemu-img, e.g. QEMU 10 from
+#   /opt/swiftnbd-peers/qemu-backports/bin; the default is the one on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 strategies=${1:-"precopy auto-converge postcopy multifd xbzrle multifd-zstd"}
@@ -22,6 +24,8 @@ ram_timeout=${RAM_TIMEOUT:-60}
 guest_mib=${GUEST_MIB:-128}
 vm_mib=${VM_MIB:-512}
 
+if [ -n "${QEMU_BIN_DIR:-}" ]; then export PATH="$QEMU_BIN_DIR:$PATH"; fi
+echo "QEMU: $(qemu-system-x86_64 --version | head -n1)" >&2
 if [ -z "${SWIFTNBD:-}" ]; then
     swift build -c release --product swiftnbd >&2
     SWIFTNBD="$(swift build -c release --show-bin-path)/swiftnbd"
@@ -64,6 +68,7 @@ strategy_args() {
         precopy) echo "" ;;
         auto-converge) echo "--auto-converge" ;;
         postcopy) echo "--postcopy-after 2" ;;
+        converge-postcopy) echo "--converge postcopy" ;;
         multifd) echo "--multifd-channels 4" ;;
         xbzrle) echo "--xbzrle-cache 256M" ;;
         multifd-zstd) echo "--multifd-channels 4 --multifd-compression zstd" ;;
@@ -87,7 +92,7 @@ for rate in $rates; do
             # Post-copy only makes sense with the guest running on the destination meanwhile, so
             # those runs resume it and are checked by the guest's own records instead.
             resume=--no-resume
-            [ "$strategy" = postcopy ] && resume=""
+            case $strategy in *postcopy) resume="" ;; esac
             # shellcheck disable=SC2046,SC2086
             if out=$("$SWIFTNBD" migrate --source-qmp "$work/src.qmp" --destination-qmp "$work/dst.qmp" \
                     --disk "vda-format=$dst" --tls-certificates "$pki" --source-tls-creds tls0 --destination-tls-creds tls0 \

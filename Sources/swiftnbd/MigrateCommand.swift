@@ -18,6 +18,12 @@ struct MigrateCommand: ParsableCommand {
             finishes the mirrors at pre-switchover, stops the exports and resumes the destination. \
             On any failure before the switchover the source keeps running and the destination is shut down.
 
+            Progress goes to stderr while it runs (--no-progress silences it, --progress-fd N adds JSON lines). \
+            When RAM does not converge, the measured figures and the remedies are printed, and --converge \
+            decides: wait (until --timeout), abort (at once, cleanly) or postcopy (switch). In post-copy the \
+            destination runs the guest while the rest of RAM follows; if the stream breaks, both sides pause \
+            and the migration is recovered (migrate-recover, migrate with resume).
+
             Example:
               swiftnbd migrate --source-qmp /run/src.qmp --destination-qmp /run/dst.qmp \\
                 --disk vda-format=/images/dst.raw --tls-certificates /etc/pki/qemu

@@ -10,6 +10,7 @@ import QMP
 @Suite("swiftnbd migrate under load (Linux guest)", .serialized, .noLeftoverProcesses)
 struct MigrationLoadInteropTests {
     static let tools = Peers.available("qemu-system-x86_64", "qemu-img", "certtool", "gcc", "apt-get", "dpkg-deb")
+    static let backports = tools && QEMUGeneration.all.contains { $0.name == QEMUGeneration.backports.name }
 
     struct Setup {
         let dir: TempDir
@@ -19,7 +20,10 @@ struct MigrationLoadInteropTests {
         let source: LinuxMigrationVM
         let destination: LinuxMigrationVM
 
-        init(_ label: String, workingSetMiB: Int, dirtyRateMiB: Int) throws {
+        let qemu: QEMUGeneration
+
+        init(_ label: String, workingSetMiB: Int, dirtyRateMiB: Int, qemu: QEMUGeneration) throws {
+            self.qemu = qemu
             pki = try MigrationPKI.shared.get()
             dir = TempDir("migrate-load-\(label)")
             src = dir.file("src.raw")
@@ -29,9 +33,9 @@ struct MigrationLoadInteropTests {
                 guard create.succeeded else { throw MigrationTestFailure("\(create)") }
             }
             destination = try LinuxMigrationVM(name: "dst", in: dir, disk: dst, tls: (pki.trusted, "server"), incoming: true,
-                                               workingSetMiB: workingSetMiB, dirtyRateMiB: dirtyRateMiB)
+                                               workingSetMiB: workingSetMiB, dirtyRateMiB: dirtyRateMiB, qemu: qemu)
             source = try LinuxMigrationVM(name: "src", in: dir, disk: src, tls: (pki.trusted, "client"), incoming: false,
-                                          workingSetMiB: workingSetMiB, dirtyRateMiB: dirtyRateMiB)
+                                          workingSetMiB: workingSetMiB, dirtyRateMiB: dirtyRateMiB, qemu: qemu)
             // A few records on disk and a few full passes over the working set.
             try source.waitForProgress(beyond: 8, timeout: 90)
         }
@@ -40,7 +44,8 @@ struct MigrationLoadInteropTests {
             try withUnblockedSignals {
                 try run([Peers.swiftnbd, "migrate", "--source-qmp", source.commandQMPPath, "--destination-qmp", destination.commandQMPPath,
                          "--disk", "vda-format=\(dst)", "--tls-certificates", pki.trusted,
-                         "--source-tls-creds", "tls0", "--destination-tls-creds", "tls0", "--json"] + extra, timeout: timeout)
+                         "--source-tls-creds", "tls0", "--destination-tls-creds", "tls0", "--json"] + extra,
+                    environment: qemu.pathEnvironment, timeout: timeout)
             }
         }
 
@@ -91,20 +96,25 @@ struct MigrationLoadInteropTests {
     }
 
     /// Pre-copy, multifd with zstd and xbzrle with a guest they can keep up with; auto-converge
-    /// with one that only throttling lets converge (16 MiB/s against 64 MiB/s of dirtying).
+    /// with one that only throttling lets converge (16 MiB/s against 32 MiB/s of dirtying).
+    ///
+    /// These run on QEMU 10: with QEMU 7.2 under TCG, a destination guest that went through a
+    /// long pre-copy (auto-converge: 32 iterations; --converge postcopy: 6-8) was seen to hang
+    /// or report pages from different moments (docs/migration.md §9), while the same runs on
+    /// QEMU 10 keep the guest intact. The 7.2 tests below avoid long pre-copies for that reason.
     static let strategies = [
         Strategy(name: "pre-copy", arguments: ["--max-bandwidth", "64M"], workingSetMiB: 32, dirtyRateMiB: 4),
         Strategy(name: "multifd zstd", arguments: ["--max-bandwidth", "64M", "--multifd-channels", "2", "--multifd-compression", "zstd"],
                  workingSetMiB: 32, dirtyRateMiB: 4),
         Strategy(name: "xbzrle", arguments: ["--max-bandwidth", "64M", "--xbzrle-cache", "64M"], workingSetMiB: 32, dirtyRateMiB: 4),
-        Strategy(name: "auto-converge", arguments: ["--max-bandwidth", "16M", "--auto-converge"], workingSetMiB: 32, dirtyRateMiB: 64),
+        Strategy(name: "auto-converge", arguments: ["--max-bandwidth", "16M", "--auto-converge"], workingSetMiB: 32, dirtyRateMiB: 32),
     ]
 
     @Test("each strategy moves the writing Linux guest: disks identical, guest continues on the destination",
-          .enabled(if: tools), .timeLimit(.minutes(4)), arguments: strategies)
+          .enabled(if: backports), .timeLimit(.minutes(4)), arguments: strategies)
     func strategyCompletes(strategy: Strategy) throws {
         let setup = try Setup(strategy.name.replacingOccurrences(of: " ", with: "-"),
-                              workingSetMiB: strategy.workingSetMiB, dirtyRateMiB: strategy.dirtyRateMiB)
+                              workingSetMiB: strategy.workingSetMiB, dirtyRateMiB: strategy.dirtyRateMiB, qemu: .backports)
         defer { setup.shutdown() }
         let result = try setup.migrate(strategy.arguments + ["--no-resume", "--timeout", "120"])
         try #require(result.succeeded, "\(result)\n\(setup.context)")
@@ -130,7 +140,7 @@ struct MigrationLoadInteropTests {
     @Test("pre-copy that cannot converge is diagnosed with the measured figures and remedies, and aborted cleanly",
           .enabled(if: tools), .timeLimit(.minutes(3)))
     func nonConvergingDiagnosed() throws {
-        let setup = try Setup("not-converging", workingSetMiB: 64, dirtyRateMiB: 0)
+        let setup = try Setup("not-converging", workingSetMiB: 64, dirtyRateMiB: 0, qemu: .debian)
         defer { setup.shutdown() }
         let before = setup.source.console
         let result = try setup.migrate(["--max-bandwidth", "16M", "--converge", "abort", "--timeout", "120"])
@@ -158,9 +168,9 @@ struct MigrationLoadInteropTests {
     }
 
     @Test("--converge postcopy switches a non-converging migration to post-copy; the guest runs on the destination meanwhile",
-          .enabled(if: tools), .timeLimit(.minutes(3)))
+          .enabled(if: backports), .timeLimit(.minutes(3)))
     func convergeByPostcopy() throws {
-        let setup = try Setup("converge-postcopy", workingSetMiB: 64, dirtyRateMiB: 0)
+        let setup = try Setup("converge-postcopy", workingSetMiB: 64, dirtyRateMiB: 0, qemu: .backports)
         defer { setup.shutdown() }
         let result = try setup.migrate(["--max-bandwidth", "16M", "--converge", "postcopy", "--timeout", "120"])
         try #require(result.succeeded, "\(result)\n\(setup.context)")
@@ -177,7 +187,7 @@ struct MigrationLoadInteropTests {
     @Test("a post-copy whose stream is cut pauses both sides and is recovered; the guest continues with its memory and disk",
           .enabled(if: tools), .timeLimit(.minutes(3)))
     func postcopyRecovery() throws {
-        let setup = try Setup("postcopy-recovery", workingSetMiB: 64, dirtyRateMiB: 0)
+        let setup = try Setup("postcopy-recovery", workingSetMiB: 64, dirtyRateMiB: 0, qemu: .debian)
         defer { setup.shutdown() }
         let listenPort = FreePort.next()
         let relay = try MigrationRelay(targetPort: listenPort)
