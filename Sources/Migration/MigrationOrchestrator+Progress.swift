@@ -47,15 +47,21 @@ extension MigrationOrchestrator {
     /// Runs between event waits during pre-copy: samples, starts post-copy after the asked
     /// number of iterations, and applies the converge policy to a diagnosis.
     func watchPrecopy() throws {
-        guard let sample = try sample(), !postcopyStarted, sample.status == "active" else { return }
-        if let after = plan.tunables.postcopyAfterIterations, (sample.iteration ?? 0) >= Int64(after) {
-            try startPostcopy(reason: "after \(after) iterations")
-            return
+        // The switch to post-copy is checked on every slice, not once per snapshot: a small
+        // guest can finish its iterations and park at pre-switchover within a second.
+        if !postcopyStarted, let after = plan.tunables.postcopyAfterIterations {
+            let quick = MigrationRAMSample(queryMigrate: try source.execute("query-migrate", timeout: 10))
+            report.absorb(quick)
+            if quick.status == "active", (quick.iteration ?? 0) >= Int64(after) {
+                try startPostcopy(reason: "after \(after) iterations")
+                return
+            }
         }
+        guard let sample = try sample(), !postcopyStarted, sample.status == "active" else { return }
         guard let diagnosis = currentDiagnosis else { return }
         if report.convergence == nil {
             logger.info("\(diagnosis.summary)")
-            report.convergence = "not converging at iteration \(diagnosis.iteration): \(diagnosis.summary)"
+            report.convergence = "diagnosed at iteration \(diagnosis.iteration): \(diagnosis.summary)"
         }
         // With auto-converge QEMU is still acting on it (raising the throttle each pass); the
         // policy steps in only once the throttle is at QEMU's default ceiling.

@@ -82,7 +82,8 @@ public struct MigrationReport: Sendable {
             "  downtime          \(ms(qemuDowntimeMilliseconds))",
             "  dirty rate        \(rate(dirtyBytesPerSecond)) at the end, peak \(rate(peakDirtyBytesPerSecond))",
             "  vCPU throttle     \(peakThrottlePercent.map { "peak \($0) %" } ?? "none")",
-            "  RAM pages         \(count(normalPages)) sent, \(count(zeroPages)) zero, \(count(skippedPages)) skipped"
+            "  RAM pages         \(count(normalPages)) sent, \(count(zeroPages)) zero"
+                + (skippedPages.map { ", \($0) skipped" } ?? "")
                 + (xbzrlePages.map { ", \($0) xbzrle (\(mib(xbzrleBytes)), \(count(xbzrleCacheMisses)) cache misses)" } ?? "")
                 + (multifdBytes.map { $0 > 0 ? ", \(mib($0)) over multifd" : "" } ?? ""),
             String(format: "  exports stopped   %.3f s", exportStopSeconds),
