@@ -143,7 +143,7 @@ struct MigrationLoadInteropTests {
         let setup = try Setup("not-converging", workingSetMiB: 64, dirtyRateMiB: 0, qemu: .debian)
         defer { setup.shutdown() }
         let before = setup.source.console
-        let result = try setup.migrate(["--max-bandwidth", "16M", "--converge", "abort", "--timeout", "120"])
+        let result = try setup.migrate(["--max-bandwidth", "32M", "--converge", "abort", "--timeout", "120"])
         #expect(!result.succeeded)
         let failure = try QMPValue.parse(Array(result.stdout.utf8))
         print("[migrate load not converging] \(failure)")
@@ -165,6 +165,26 @@ struct MigrationLoadInteropTests {
         #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be shut down")
         let after = try setup.source.waitForProgress(beyond: before.sequence + 4, timeout: 30)
         #expect(after.errors == 0)
+    }
+
+    @Test("by default a pre-copy that runs out of time fails with the diagnosis, not a bare time-out, and aborts cleanly",
+          .enabled(if: tools), .timeLimit(.minutes(2)))
+    func timeoutCarriesDiagnosis() throws {
+        let setup = try Setup("timeout-diagnosis", workingSetMiB: 64, dirtyRateMiB: 0, qemu: .debian)
+        defer { setup.shutdown() }
+        let result = try setup.migrate(["--max-bandwidth", "32M", "--timeout", "20"])
+        #expect(!result.succeeded)
+        let failure = try QMPValue.parse(Array(result.stdout.utf8))
+        print("[migrate load time-out] \(failure)")
+        #expect(failure["code"] == "timed out")
+        #expect(failure["phase"] == "migrating RAM")
+        let message = failure["error"]?.stringValue ?? ""
+        #expect(message.contains("no MIGRATION pre-switchover within 20.0 s") && message.contains("RAM is not converging")
+                && message.contains("what would help"), "\(message)")
+        #expect(failure["diagnosis"]?["remedies"]?.arrayValue?.isEmpty == false)
+        #expect(failure["cleanup-problems"] == [])
+        #expect(try setup.source.qmp.execute("query-status")["status"] == "running")
+        #expect(setup.destination.process.waitForExit(timeout: 15) != nil, "destination should be shut down")
     }
 
     @Test("--converge postcopy switches a non-converging migration to post-copy; the guest runs on the destination meanwhile",
