@@ -35,7 +35,7 @@ final class MigrateProgressDisplay: @unchecked Sendable {
             }
             let line = Self.line(progress)
             if terminal {
-                Self.write(STDERR_FILENO, "\r\u{1B}[K" + line)
+                Self.write(STDERR_FILENO, "\r\u{1B}[K" + Self.bar(progress) + " " + line)
                 lineOpen = true
             } else {
                 Self.write(STDERR_FILENO, line + "\n")
@@ -80,6 +80,20 @@ final class MigrateProgressDisplay: @unchecked Sendable {
         }
         if progress.diagnosis != nil { parts.append("NOT CONVERGING") }
         return parts.joined(separator: " | ")
+    }
+
+    /// `[#######             ]` for a terminal: the mirrors' bulk copy until READY, then the
+    /// share of RAM already sent in this pass (it refills each iteration, which is the point:
+    /// a bar that never gets to the end is what non-convergence looks like).
+    static func bar(_ progress: MigrationProgress, width: Int = 20) -> String {
+        var fraction = 0.0
+        if let ram = progress.ram, let total = ram.totalBytes, let remaining = ram.remainingBytes, total > 0 {
+            fraction = 1 - Double(min(max(remaining, 0), total)) / Double(total)
+        } else if progress.diskTotalBytes > 0 {
+            fraction = Double(min(max(progress.diskDoneBytes, 0), progress.diskTotalBytes)) / Double(progress.diskTotalBytes)
+        }
+        let filled = min(width, max(0, Int(fraction * Double(width))))
+        return "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled) + "]"
     }
 
     private static func write(_ fd: Int32, _ text: String) {
