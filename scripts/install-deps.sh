@@ -8,7 +8,8 @@ set -euo pipefail
 
 build_pkgs=(pkg-config libgnutls28-dev zlib1g-dev libzstd-dev)
 client_pkgs=(qemu-utils libnbd-bin)
-peer_pkgs=("${client_pkgs[@]}" qemu-system-x86 nbdkit libnbd-dev python3-libnbd gnutls-bin fio prometheus systemd zsh fish strace man-db)
+# gcc, libc6-dev: the static RAM dirtier of the Linux migration guest (scripts/build-linux-guest.sh).
+peer_pkgs=("${client_pkgs[@]}" qemu-system-x86 nbdkit libnbd-dev python3-libnbd gnutls-bin fio prometheus systemd zsh fish strace man-db gcc libc6-dev)
 
 want=("${build_pkgs[@]}")
 case "${1:-}" in

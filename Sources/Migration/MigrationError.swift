@@ -14,12 +14,17 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
         public static let timedOut = Code(rawValue: "timed out")
         public static let interrupted = Code(rawValue: "interrupted")
         public static let resumeFailed = Code(rawValue: "destination did not resume")
+        public static let notConverging = Code(rawValue: "RAM not converging")
+        /// The post-copy stream broke and could not be recovered: the VM is paused on both sides.
+        public static let postcopyPaused = Code(rawValue: "post-copy paused")
     }
 
     public var code: Code
     public var message: String
     public var phase: MigrationPhase
     public var cleanup: [String]
+    /// The measured figures when RAM did not converge (abort by policy, or a time-out in pre-copy).
+    public var diagnosis: MigrationConvergenceDiagnosis?
 
     public init(_ code: Code, _ message: String, phase: MigrationPhase, cleanup: [String] = []) {
         self.code = code
@@ -37,7 +42,7 @@ public struct MigrationError: Error, Sendable, CustomStringConvertible {
 
 /// The steps of the safe sequence (docs/migration.md §3.1), in order.
 public enum MigrationPhase: Int, Sendable, Comparable, CustomStringConvertible {
-    case preflight, exporting, preparingDestination, mirroring, migrating, finalSync, switchover, stoppingExports, resuming, done
+    case preflight, exporting, preparingDestination, mirroring, migrating, finalSync, switchover, postcopy, stoppingExports, resuming, done
 
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
@@ -50,6 +55,7 @@ public enum MigrationPhase: Int, Sendable, Comparable, CustomStringConvertible {
         case .migrating: return "migrating RAM"
         case .finalSync: return "final disk sync at pre-switchover"
         case .switchover: return "switchover"
+        case .postcopy: return "post-copy"
         case .stoppingExports: return "stopping the NBD exports"
         case .resuming: return "resuming the destination"
         case .done: return "done"

@@ -15,23 +15,43 @@ public final class MigrationOrchestrator: @unchecked Sendable {
     public let source: QMPClient
     public let destination: QMPClient
     public let launcher: any MigrationExportLauncher
-    private let logger: Logger
-    private let cancelFlag = MigrationCancelFlag()
+    let logger: Logger
+    let cancelFlag = MigrationCancelFlag()
+    /// Called from `run()`'s thread about once per `plan.progressInterval` while waiting.
+    public var onProgress: (@Sendable (MigrationProgress) -> Void)?
 
     // What has been done so far, for the abort path.
-    private var phase = MigrationPhase.preflight
-    private var sourceCredentialsID = ""
-    private var destinationCredentialsID = ""
-    private var createdSourceObject = false
-    private var createdDestinationObject = false
-    private var exports: [any MigrationExport] = []
-    private var addedStorageNodes: [String] = []
-    private var addedFormatNodes: [String] = []
-    private var liveJobs: Set<String> = []
-    private var migrateStarted = false
-    private var incomingStarted = false
-    private var continued = false
-    private var sourceWasRunning = false
+    var phase = MigrationPhase.preflight
+    var sourceCredentialsID = ""
+    var destinationCredentialsID = ""
+    var createdSourceObject = false
+    var createdDestinationObject = false
+    var exports: [any MigrationExport] = []
+    var addedStorageNodes: [String] = []
+    var addedFormatNodes: [String] = []
+    var liveJobs: Set<String> = []
+    var migrateStarted = false
+    var incomingStarted = false
+    var continued = false
+    var sourceWasRunning = false
+    var postcopyStarted = false
+    var exportsStopped = false
+
+    // Progress and convergence.
+    var report = MigrationReport(exportServer: "")
+    var runStarted = Date()
+    var lastSampleTime = Date.distantPast
+    var lastDiskDone: Int64 = 0
+    var lastDiskSampleTime: Date?
+    lazy var convergence = MigrationConvergenceMonitor(tunables: plan.tunables)
+    var lastDiagnosis: MigrationConvergenceDiagnosis?
+    /// The diagnosis of the latest sample; nil when the rule does not hold right now.
+    var currentDiagnosis: MigrationConvergenceDiagnosis?
+    var lastRAMSample: MigrationRAMSample?
+    /// Where the destination listens, and where the source connects (differs through a relay).
+    var listenURI = ""
+    var migrationURI = ""
+    var postcopyRecoveryAttemptsUsed = 0
 
     public init(plan: MigrationPlan, source: QMPClient, destination: QMPClient,
                 launcher: any MigrationExportLauncher, logger: Logger = Logger(label: "swiftnbd.migrate")) {
@@ -49,22 +69,25 @@ public final class MigrationOrchestrator: @unchecked Sendable {
 
     public func run() throws -> MigrationReport {
         let started = Date()
-        var report = MigrationReport(exportServer: launcher.name)
+        runStarted = started
+        report = MigrationReport(exportServer: launcher.name)
         do {
             try plan.validate()
             try preflight()
             try startExports()
             try prepareDestination()
-            try mirror(into: &report)
-            try migrate(into: &report)
-            try stopExports(into: &report)
-            if plan.resumeDestination { try resumeDestination(into: &report) }
+            try mirror()
+            try migrate()
+            if !exportsStopped { try stopExports() }
+            if plan.resumeDestination && !report.destinationResumed { try resumeDestination() }
             deleteCredentialObjects()
             phase = .done
         } catch {
             let failure = describe(error)
             let problems = abort()
-            throw MigrationError(failure.code, failure.message, phase: failure.phase, cleanup: problems)
+            var final = MigrationError(failure.code, failure.message, phase: failure.phase, cleanup: problems)
+            final.diagnosis = failure.diagnosis
+            throw final
         }
         report.totalSeconds = Date().timeIntervalSince(started)
         return report
@@ -136,24 +159,32 @@ public final class MigrationOrchestrator: @unchecked Sendable {
     private var sharedCapabilities: [String] {
         var names: [String] = []
         if plan.tunables.multifdChannels != nil { names.append("multifd") }
-        if plan.tunables.postcopyAfterIterations != nil { names.append("postcopy-ram") }
+        if plan.mayUsePostcopy { names.append("postcopy-ram") }
         return names
+    }
+
+    /// Parameters both sides must agree on.
+    private var sharedParameters: [String: QMPValue] {
+        var parameters: [String: QMPValue] = [:]
+        if let channels = plan.tunables.multifdChannels { parameters["multifd-channels"] = .int(Int64(channels)) }
+        if let compression = plan.tunables.multifdCompression { parameters["multifd-compression"] = .string(compression) }
+        return parameters
     }
 
     private func prepareDestination() throws {
         phase = .preparingDestination
         try destination.execute("migrate-set-capabilities", ["capabilities": capabilities(["events", "late-block-activate"] + sharedCapabilities)])
-        var parameters: [String: QMPValue] = ["tls-creds": .string(destinationCredentialsID)]
-        if let channels = plan.tunables.multifdChannels { parameters["multifd-channels"] = .int(Int64(channels)) }
+        var parameters = sharedParameters
+        parameters["tls-creds"] = .string(destinationCredentialsID)
         try destination.execute("migrate-set-parameters", parameters)
         let port = try plan.migrationPort ?? MigrationNetwork.freePort(host: plan.host)
         incomingStarted = true
-        try destination.execute("migrate-incoming", ["uri": .string(plan.migrationURI(port: port))])
-        migrationURI = plan.migrationURI(port: port)
+        listenURI = plan.migrationURI(port: port)
+        try destination.execute("migrate-incoming", ["uri": .string(listenURI)])
+        migrationURI = plan.migrationConnectAddress.map { MigrationPlan.tcpURI(host: $0.host, port: $0.port) } ?? listenURI
     }
-    private var migrationURI = ""
 
-    private func mirror(into report: inout MigrationReport) throws {
+    private func mirror() throws {
         phase = .mirroring
         for (disk, export) in zip(plan.disks, exports) {
             let server: QMPValue = export.host.contains("/")
@@ -179,7 +210,9 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         }
         var pending = Set(plan.disks.map(\.jobID))
         while !pending.isEmpty {
-            let event = try wait(on: source, "BLOCK_JOB_READY for \(pending.sorted().joined(separator: ", "))") {
+            let event = try wait(on: source, "BLOCK_JOB_READY for \(pending.sorted().joined(separator: ", "))", poll: { [self] in
+                _ = try sample()
+            }) {
                 ["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR"].contains($0.name)
                     && pending.contains($0.data["device"]?.stringValue ?? "")
             }
@@ -199,37 +232,40 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         report.mirrorSeconds = Date().timeIntervalSince(mirrorStart)
     }
 
-    private func migrate(into report: inout MigrationReport) throws {
+    private func migrate() throws {
         phase = .migrating
         let migrationStart = Date()
         var names = ["events", "pause-before-switchover"] + sharedCapabilities
         if plan.tunables.autoConverge { names.append("auto-converge") }
+        if plan.tunables.xbzrleCacheSize != nil { names.append("xbzrle") }
         try source.execute("migrate-set-capabilities", ["capabilities": capabilities(names)])
-        var parameters: [String: QMPValue] = ["tls-creds": .string(sourceCredentialsID)]
+        var parameters = sharedParameters
+        parameters["tls-creds"] = .string(sourceCredentialsID)
         if let bandwidth = plan.tunables.maxBandwidth { parameters["max-bandwidth"] = .int(bandwidth) }
         if let downtime = plan.tunables.downtimeLimitMilliseconds { parameters["downtime-limit"] = .int(downtime) }
-        if let channels = plan.tunables.multifdChannels { parameters["multifd-channels"] = .int(Int64(channels)) }
+        if let bandwidth = plan.tunables.postcopyBandwidth { parameters["max-postcopy-bandwidth"] = .int(bandwidth) }
+        if let cache = plan.tunables.xbzrleCacheSize { parameters["xbzrle-cache-size"] = .int(cache) }
         try source.execute("migrate-set-parameters", parameters)
         try source.execute("migrate", ["uri": .string(migrationURI)])
         migrateStarted = true
 
-        // RAM pre-copy until QEMU parks in pre-switchover; start post-copy when asked to.
-        var postcopyStarted = false
-        let parked = try wait(on: source, "MIGRATION pre-switchover", poll: { [self] in
-            guard let after = plan.tunables.postcopyAfterIterations, !postcopyStarted else { return }
-            let info = try source.execute("query-migrate", timeout: 10)
-            if info["status"]?.stringValue == "active", (info["ram"]?["dirty-sync-count"]?.intValue ?? 0) >= Int64(after) {
-                logger.info("starting post-copy after \(after) iterations")
-                try source.execute("migrate-start-postcopy")
-                postcopyStarted = true
+        // RAM pre-copy until QEMU parks in pre-switchover; on the way, watch convergence and
+        // start post-copy when asked to.
+        let parked: QMPEvent
+        do {
+            parked = try wait(on: source, "MIGRATION pre-switchover", poll: { [self] in try watchPrecopy() }) { event in
+                guard event.name == "MIGRATION", let status = event.data["status"]?.stringValue else { return false }
+                return ["pre-switchover", "failed", "cancelled"].contains(status)
             }
-        }) { event in
-            guard event.name == "MIGRATION", let status = event.data["status"]?.stringValue else { return false }
-            return ["pre-switchover", "failed", "cancelled"].contains(status)
+        } catch var error as MigrationError where error.code == .timedOut {
+            error.message += "\n" + stalledPrecopyExplanation()
+            error.diagnosis = lastDiagnosis ?? convergence.diagnosis()
+            throw error
         }
         if parked.data["status"]?.stringValue != "pre-switchover" {
             throw MigrationError(.migrationFailed, "migration \(parked.data["status"] ?? "?") before switchover: \(migrationFailureDetail())", phase: phase)
         }
+        if let sample = try? MigrationRAMSample(queryMigrate: source.execute("query-migrate", timeout: 10)) { report.absorb(sample) }
         report.postcopy = postcopyStarted
 
         // The guest is stopped and the disks still active: the only point where the mirror can
@@ -264,17 +300,14 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         phase = .switchover
         try source.execute("migrate-continue", ["state": "pre-switchover"])
         continued = true
-        try waitForCompletion(on: source, side: "source")
-        try waitForCompletion(on: destination, side: "destination")
+        if postcopyStarted {
+            try finishPostcopy()
+        } else {
+            try waitForCompletion(on: source, side: "source")
+            try waitForCompletion(on: destination, side: "destination")
+        }
         report.ramMigrationSeconds = Date().timeIntervalSince(migrationStart)
-
-        let info = try source.execute("query-migrate")
-        report.qemuTotalTimeMilliseconds = info["total-time"]?.intValue
-        report.qemuDowntimeMilliseconds = info["downtime"]?.intValue
-        report.qemuSetupTimeMilliseconds = info["setup-time"]?.intValue
-        report.ramTransferredBytes = info["ram"]?["transferred"]?.intValue
-        report.ramTotalBytes = info["ram"]?["total"]?.intValue
-        report.ramDirtySyncCount = info["ram"]?["dirty-sync-count"]?.intValue
+        report.finish(with: MigrationRAMSample(queryMigrate: try source.execute("query-migrate")))
     }
 
     /// Closes the NBD connections while both VMs are paused: format node, then NBD node.
@@ -298,13 +331,14 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         }
     }
 
-    private func migrationFailureDetail() -> String {
+    func migrationFailureDetail() -> String {
         guard let info = try? source.execute("query-migrate", timeout: 5) else { return "" }
         return info["error-desc"]?.stringValue ?? ""
     }
 
-    private func stopExports(into report: inout MigrationReport) throws {
+    func stopExports() throws {
         phase = .stoppingExports
+        exportsStopped = true
         let start = Date()
         var failures: [String] = []
         while let export = exports.popLast() {
@@ -316,7 +350,7 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         }
     }
 
-    private func resumeDestination(into report: inout MigrationReport) throws {
+    func resumeDestination() throws {
         phase = .resuming
         do {
             try destination.execute("cont")
@@ -338,7 +372,7 @@ public final class MigrationOrchestrator: @unchecked Sendable {
 
     /// Waits for an event on `qmp` in short slices, so that a cancel request, the phase time
     /// limit, or the other QEMU going away are noticed promptly. `poll` runs once per slice.
-    private func wait(on qmp: QMPClient, _ what: String, poll: () throws -> Void = {},
+    func wait(on qmp: QMPClient, _ what: String, poll: () throws -> Void = {},
                       until predicate: (QMPEvent) -> Bool) throws -> QMPEvent {
         let deadline = Date().addingTimeInterval(plan.phaseTimeout)
         while true {
@@ -380,6 +414,23 @@ public final class MigrationOrchestrator: @unchecked Sendable {
         let sourceCompleted = continued && ((try? source.execute("query-migrate", timeout: 5))?["status"]?.stringValue == "completed")
         let destinationFinished = ((try? destination.execute("query-migrate", timeout: 5))?["status"]?.stringValue == "completed")
 
+        if continued && postcopyStarted && !(sourceCompleted && destinationFinished) {
+            // After the switchover into post-copy the destination may have run the guest, and
+            // the source no longer has its latest RAM: resuming the source or quitting the
+            // destination would lose the VM. Only our own exports are stopped.
+            while let export = exports.popLast() {
+                attempt("stopping export \(export.exportName)") { try export.stop() }
+            }
+            let status = (try? source.execute("query-migrate", timeout: 5))?["status"]?.stringValue ?? "?"
+            if status == "postcopy-active" {
+                problems.append("post-copy is still running (source \(status)); neither VM was touched: QEMU finishes on its own"
+                                + (report.destinationResumed ? "" : ", then `cont` the destination"))
+            } else if status != "completed" {
+                problems.append("post-copy had started (source \(status)); neither VM was touched. " + manualPostcopyRecovery())
+            }
+            deleteCredentialObjects()
+            return problems
+        }
         if migrateStarted && !sourceCompleted {
             attempt("migrate_cancel") { try source.execute("migrate_cancel", timeout: 10) }
             _ = try? source.waitForEvent(timeout: 10, "MIGRATION cancelled") {

@@ -63,8 +63,18 @@ public struct MigrationPlan: Sendable {
     public var tunables = MigrationTunables()
     /// Time limit for each waiting phase (mirror to READY, RAM to pre-switchover, ...).
     public var phaseTimeout: Double = 600
-    /// Send `cont` to the destination at the end (after the exports are stopped).
+    /// Send `cont` to the destination at the end (after the exports are stopped). In
+    /// post-copy the destination is resumed as soon as post-copy starts, so the guest runs
+    /// there while the rest of RAM follows.
     public var resumeDestination = true
+    /// Where the source connects for the migration stream, when not the destination's
+    /// listener itself (a tunnel or relay that forwards to `host`:`migrationPort`). Post-copy
+    /// recovery reconnects through it too.
+    public var migrationConnectAddress: (host: String, port: Int)?
+    /// How many times a post-copy whose stream broke is recovered before giving up.
+    public var postcopyRecoveryAttempts = 3
+    /// Seconds between progress snapshots (and convergence checks).
+    public var progressInterval: Double = 1
 
     public init(disks: [Disk], tlsDirectory: String, sourceCredentials: QEMUCredentials? = nil,
                 destinationCredentials: QEMUCredentials? = nil) {
@@ -88,6 +98,15 @@ public struct MigrationPlan: Sendable {
         if tunables.postcopyAfterIterations != nil && tunables.multifdChannels != nil {
             throw MigrationError(.invalidPlan, "QEMU does not combine post-copy with multifd", phase: .preflight)
         }
+        if tunables.convergePolicy == .postcopy && tunables.multifdChannels != nil {
+            throw MigrationError(.invalidPlan, "--converge postcopy needs post-copy, which QEMU does not combine with multifd", phase: .preflight)
+        }
+        if tunables.multifdCompression != nil && tunables.multifdChannels == nil {
+            throw MigrationError(.invalidPlan, "multifd compression needs multifd channels", phase: .preflight)
+        }
+        if postcopyRecoveryAttempts < 0 {
+            throw MigrationError(.invalidPlan, "post-copy recovery attempts must not be negative", phase: .preflight)
+        }
         if let channels = tunables.multifdChannels, !(1...255).contains(channels) {
             throw MigrationError(.invalidPlan, "multifd channels must be 1...255", phase: .preflight)
         }
@@ -95,7 +114,16 @@ public struct MigrationPlan: Sendable {
 
     /// The migration URI, with IPv6 hosts in brackets.
     func migrationURI(port: Int) -> String {
+        Self.tcpURI(host: host, port: port)
+    }
+
+    static func tcpURI(host: String, port: Int) -> String {
         host.contains(":") ? "tcp:[\(host)]:\(port)" : "tcp:\(host):\(port)"
+    }
+
+    /// Whether post-copy may be started (by `--postcopy-after` or the converge policy).
+    var mayUsePostcopy: Bool {
+        tunables.postcopyAfterIterations != nil || tunables.convergePolicy == .postcopy
     }
 }
 
@@ -113,6 +141,16 @@ public struct MigrationTunables: Sendable, Equatable {
     public var multifdChannels: Int?
     /// Mirror job speed limit, bytes per second (`speed` of blockdev-mirror); nil = unlimited.
     public var mirrorSpeed: Int64?
+    /// What to do when pre-copy does not converge.
+    public var convergePolicy = MigrationConvergePolicy.wait
+    /// `max-postcopy-bandwidth`, bytes per second, for the pages pushed during post-copy
+    /// (QEMU's default, 0, is unlimited).
+    public var postcopyBandwidth: Int64?
+    /// Enables the `xbzrle` capability with this cache size in bytes (delta-compresses
+    /// pages that are re-sent).
+    public var xbzrleCacheSize: Int64?
+    /// `multifd-compression` (`zlib`, `zstd`), on both sides; needs `multifdChannels`.
+    public var multifdCompression: String?
 
     public init() {}
 }

@@ -14,6 +14,8 @@ public struct MigrationReport: Sendable {
         /// The mirror's final progress counter (bulk copy plus re-copied dirty blocks).
         public var totalBytes: Int64
         public var bulkBytesPerSecond: Double { bulkSeconds > 0 ? Double(bulkBytes) / bulkSeconds : 0 }
+        /// Blocks the guest dirtied after the mirror copied them, copied again.
+        public var recopiedBytes: Int64 { max(0, totalBytes &- bulkBytes) }
     }
 
     public var exportServer: String
@@ -36,6 +38,27 @@ public struct MigrationReport: Sendable {
     public var ramDirtySyncCount: Int64?
     public var postcopy = false
     public var destinationResumed = false
+    /// Highest `cpu-throttle-percentage` seen (auto-converge); nil when QEMU never reported one.
+    public var peakThrottlePercent: Int64?
+    /// Dirty rate (bytes/s) at the last sample before the switchover, and the highest seen.
+    public var dirtyBytesPerSecond: Double?
+    public var peakDirtyBytesPerSecond: Double?
+    /// Pages sent in full, pages sent as zero markers (QEMU's `duplicate`), pages skipped.
+    public var normalPages: Int64?
+    public var zeroPages: Int64?
+    public var skippedPages: Int64?
+    public var xbzrlePages: Int64?
+    public var xbzrleBytes: Int64?
+    public var xbzrleCacheMisses: Int64?
+    public var multifdBytes: Int64?
+    /// Pages the destination asked for because its running guest touched them (post-copy).
+    public var postcopyRequests: Int64?
+    /// `migrate-continue` into post-copy → completed.
+    public var postcopySeconds: Double?
+    /// Post-copy streams that broke and were recovered.
+    public var postcopyRecoveries = 0
+    /// What the convergence check found and did, if it ever fired.
+    public var convergence: String?
 
     public var diskBulkBytes: Int64 { disks.reduce(0) { $0 + $1.bulkBytes } }
     public var diskTotalBytes: Int64 { disks.reduce(0) { $0 + $1.totalBytes } }
@@ -44,6 +67,8 @@ public struct MigrationReport: Sendable {
     public var text: String {
         func mib(_ bytes: Int64?) -> String { bytes.map { String(format: "%.1f MiB", Double($0) / 1_048_576) } ?? "?" }
         func ms(_ value: Int64?) -> String { value.map { "\($0) ms" } ?? "?" }
+        func rate(_ value: Double?) -> String { value.map { String(format: "%.1f MiB/s", $0 / 1_048_576) } ?? "?" }
+        func count(_ value: Int64?) -> String { value.map(String.init) ?? "?" }
         var lines = [
             "migration completed via \(exportServer)\(postcopy ? " (post-copy)" : "")",
             String(format: "  total time        %.3f s", totalSeconds),
@@ -55,18 +80,31 @@ public struct MigrationReport: Sendable {
                    ms(qemuTotalTimeMilliseconds), ms(qemuSetupTimeMilliseconds)),
             "  RAM transferred   \(mib(ramTransferredBytes)) of \(mib(ramTotalBytes)), \(ramDirtySyncCount.map(String.init) ?? "?") dirty-sync iterations",
             "  downtime          \(ms(qemuDowntimeMilliseconds))",
+            "  dirty rate        \(rate(dirtyBytesPerSecond)) at the end, peak \(rate(peakDirtyBytesPerSecond))",
+            "  vCPU throttle     \(peakThrottlePercent.map { "peak \($0) %" } ?? "none")",
+            "  RAM pages         \(count(normalPages)) sent, \(count(zeroPages)) zero"
+                + (skippedPages.map { ", \($0) skipped" } ?? "")
+                + (xbzrlePages.map { ", \($0) xbzrle (\(mib(xbzrleBytes)), \(count(xbzrleCacheMisses)) cache misses)" } ?? "")
+                + (multifdBytes.map { $0 > 0 ? ", \(mib($0)) over multifd" : "" } ?? ""),
             String(format: "  exports stopped   %.3f s", exportStopSeconds),
+        ]
+        if postcopy {
+            lines.append("  post-copy         \(postcopySeconds.map { String(format: "%.3f s", $0) } ?? "?"), \(count(postcopyRequests)) page requests, \(postcopyRecoveries) recoveries")
+        }
+        if let convergence { lines.append("  convergence       \(convergence)") }
+        lines += [
             "  destination       \(destinationResumed ? "running" : "left paused")",
         ]
         for disk in disks {
-            lines.append(String(format: "  disk %@ → %@ (%@): %@ in %.3f s, %.1f MiB/s", disk.sourceNode, disk.endpoint, disk.exportName,
-                                mib(disk.bulkBytes), disk.bulkSeconds, disk.bulkBytesPerSecond / 1_048_576))
+            lines.append(String(format: "  disk %@ → %@ (%@): %@ in %.3f s, %.1f MiB/s, %@ re-copied", disk.sourceNode, disk.endpoint, disk.exportName,
+                                mib(disk.bulkBytes), disk.bulkSeconds, disk.bulkBytesPerSecond / 1_048_576, mib(disk.recopiedBytes)))
         }
         return lines.joined(separator: "\n")
     }
 
     public var json: QMPValue {
         func optional(_ value: Int64?) -> QMPValue { value.map(QMPValue.int) ?? .null }
+        func real(_ value: Double?) -> QMPValue { value.map(QMPValue.double) ?? .null }
         return [
             "status": "completed",
             "export-server": .string(exportServer),
@@ -86,11 +124,60 @@ public struct MigrationReport: Sendable {
             "qemu-setup-time-ms": optional(qemuSetupTimeMilliseconds),
             "downtime-ms": optional(qemuDowntimeMilliseconds),
             "export-stop-seconds": .double(exportStopSeconds),
+            "peak-throttle-percent": optional(peakThrottlePercent),
+            "dirty-bytes-per-second": real(dirtyBytesPerSecond),
+            "peak-dirty-bytes-per-second": real(peakDirtyBytesPerSecond),
+            "ram-iterations": optional(ramDirtySyncCount),
+            "normal-pages": optional(normalPages),
+            "zero-pages": optional(zeroPages),
+            "skipped-pages": optional(skippedPages),
+            "xbzrle-pages": optional(xbzrlePages),
+            "xbzrle-bytes": optional(xbzrleBytes),
+            "xbzrle-cache-misses": optional(xbzrleCacheMisses),
+            "multifd-bytes": optional(multifdBytes),
+            "postcopy-requests": optional(postcopyRequests),
+            "postcopy-seconds": real(postcopySeconds),
+            "postcopy-recoveries": .int(Int64(postcopyRecoveries)),
+            "convergence": convergence.map(QMPValue.string) ?? .null,
             "disks": .array(disks.map { disk in [
                 "source-node": .string(disk.sourceNode), "export": .string(disk.exportName), "endpoint": .string(disk.endpoint),
                 "bulk-bytes": .int(disk.bulkBytes), "bulk-seconds": .double(disk.bulkSeconds),
                 "bulk-bytes-per-second": .double(disk.bulkBytesPerSecond), "total-bytes": .int(disk.totalBytes),
+                "recopied-bytes": .int(disk.recopiedBytes),
             ] }),
         ]
+    }
+}
+
+extension MigrationReport {
+    /// Keeps the peaks of a sample taken while the migration runs (throttle and dirty rate
+    /// are only reported while it is active, so the final `query-migrate` cannot give them).
+    mutating func absorb(_ sample: MigrationRAMSample) {
+        if let throttle = sample.throttlePercent {
+            peakThrottlePercent = max(peakThrottlePercent ?? 0, throttle)
+        }
+        if let dirty = sample.dirtyBytesPerSecond, sample.status == "active" {
+            dirtyBytesPerSecond = dirty
+            peakDirtyBytesPerSecond = max(peakDirtyBytesPerSecond ?? 0, dirty)
+        }
+        if let requests = sample.postcopyRequests { postcopyRequests = max(postcopyRequests ?? 0, requests) }
+    }
+
+    /// Takes QEMU's totals from the source's `query-migrate` after completion.
+    mutating func finish(with sample: MigrationRAMSample) {
+        absorb(sample)
+        qemuTotalTimeMilliseconds = sample.totalTimeMilliseconds
+        qemuDowntimeMilliseconds = sample.downtimeMilliseconds
+        qemuSetupTimeMilliseconds = sample.setupTimeMilliseconds
+        ramTransferredBytes = sample.transferredBytes
+        ramTotalBytes = sample.totalBytes
+        ramDirtySyncCount = sample.iteration
+        normalPages = sample.normalPages
+        zeroPages = sample.duplicatePages
+        skippedPages = sample.skippedPages
+        xbzrlePages = sample.xbzrlePages
+        xbzrleBytes = sample.xbzrleBytes
+        xbzrleCacheMisses = sample.xbzrleCacheMisses
+        multifdBytes = sample.multifdBytes
     }
 }

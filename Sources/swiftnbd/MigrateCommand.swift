@@ -18,6 +18,12 @@ struct MigrateCommand: ParsableCommand {
             finishes the mirrors at pre-switchover, stops the exports and resumes the destination. \
             On any failure before the switchover the source keeps running and the destination is shut down.
 
+            Progress goes to stderr while it runs (--no-progress silences it, --progress-fd N adds JSON lines). \
+            When RAM does not converge, the measured figures and the remedies are printed, and --converge \
+            decides: wait (until --timeout), abort (at once, cleanly) or postcopy (switch). In post-copy the \
+            destination runs the guest while the rest of RAM follows; if the stream breaks, both sides pause \
+            and the migration is recovered (migrate-recover, migrate with resume).
+
             Example:
               swiftnbd migrate --source-qmp /run/src.qmp --destination-qmp /run/dst.qmp \\
                 --disk vda-format=/images/dst.raw --tls-certificates /etc/pki/qemu
@@ -84,6 +90,33 @@ struct MigrateCommand: ParsableCommand {
     @Option(name: .customLong("multifd-channels"), help: ArgumentHelp("Migrate RAM over this many parallel channels.", valueName: "n"))
     var multifdChannels: Int?
 
+    @Option(help: ArgumentHelp(
+        "When RAM does not converge (the guest dirties memory as fast as the stream carries it, for several passes): wait (until --timeout, then abort with the diagnosis), abort (cleanly, at once), or postcopy (switch to post-copy).",
+        valueName: "policy"))
+    var converge: MigrationConvergePolicy = .wait
+
+    @Option(name: .customLong("postcopy-bandwidth"), help: ArgumentHelp("Bandwidth limit for the pages sent during post-copy, bytes/s (default: unlimited).", valueName: "bytes"))
+    var postcopyBandwidth: ByteCount?
+
+    @Option(name: .customLong("postcopy-recover-attempts"), help: ArgumentHelp("How often a broken post-copy stream is reconnected before giving up (default 3).", valueName: "n"))
+    var postcopyRecoverAttempts = 3
+
+    @Option(name: .customLong("migration-via"), help: ArgumentHelp(
+        "Where the source connects for the migration stream, when a tunnel or relay forwards it to the destination's listener (--host, --migration-port).", valueName: "host:port"))
+    var migrationVia: String?
+
+    @Option(name: .customLong("xbzrle-cache"), help: ArgumentHelp("Delta-compress re-sent pages (xbzrle) with a cache of this size (suffixes K, M, G).", valueName: "bytes"))
+    var xbzrleCache: ByteCount?
+
+    @Option(name: .customLong("multifd-compression"), help: ArgumentHelp("Compress the multifd channels: zlib or zstd (needs --multifd-channels).", valueName: "method"))
+    var multifdCompression: String?
+
+    @Flag(inversion: .prefixedNo, help: "Show progress on stderr (default: on; a redrawn line on a terminal, plain lines otherwise).")
+    var progress = true
+
+    @Option(name: .customLong("progress-fd"), help: ArgumentHelp("Also write each progress snapshot as a JSON line to this file descriptor.", valueName: "fd"))
+    var progressFD: Int32?
+
     @Option(help: ArgumentHelp("Time limit in seconds for each phase (mirror, RAM, final sync, ...).", valueName: "seconds"))
     var timeout: Double = 600
 
@@ -135,6 +168,16 @@ struct MigrateCommand: ParsableCommand {
         if let multifdChannels, !(1...255).contains(multifdChannels) { throw ValidationError("--multifd-channels must be 1...255") }
         if postcopyAfter != nil && multifdChannels != nil { throw ValidationError("QEMU cannot combine post-copy with multifd") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        if converge == .postcopy && multifdChannels != nil { throw ValidationError("--converge postcopy needs post-copy, which QEMU cannot combine with multifd") }
+        if let multifdCompression {
+            guard ["zlib", "zstd", "none"].contains(multifdCompression) else { throw ValidationError("--multifd-compression must be zlib, zstd or none") }
+            guard multifdChannels != nil else { throw ValidationError("--multifd-compression needs --multifd-channels") }
+        }
+        guard postcopyRecoverAttempts >= 0 else { throw ValidationError("--postcopy-recover-attempts must not be negative") }
+        if let migrationVia { _ = try Self.parseAddress(migrationVia) }
+        if let progressFD, progressFD < 0 || fcntl(progressFD, F_GETFD) < 0 {
+            throw ValidationError("--progress-fd \(progressFD) is not an open file descriptor")
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: tlsCertificates, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ValidationError("--tls-certificates \(tlsCertificates) is not a directory")
@@ -160,7 +203,24 @@ struct MigrateCommand: ParsableCommand {
         plan.tunables.autoConverge = autoConverge
         plan.tunables.postcopyAfterIterations = postcopyAfter
         plan.tunables.multifdChannels = multifdChannels
+        plan.tunables.convergePolicy = converge
+        plan.tunables.postcopyBandwidth = postcopyBandwidth?.value
+        plan.tunables.xbzrleCacheSize = xbzrleCache?.value
+        plan.tunables.multifdCompression = multifdCompression
+        plan.postcopyRecoveryAttempts = postcopyRecoverAttempts
+        plan.migrationConnectAddress = migrationVia.flatMap { try? Self.parseAddress($0) }
         return plan
+    }
+
+    /// `host:port` or `[v6]:port`.
+    static func parseAddress(_ text: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ValidationError("--migration-via wants host:port, got '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ValidationError("--migration-via wants host:port, got '\(text)'") }
+        return (host, port)
     }
 
     /// `node=image[,format=raw|qcow2]`; the image path is made absolute.
@@ -208,9 +268,12 @@ struct MigrateCommand: ParsableCommand {
             let destination = try QMPClient(unixPath: destinationQMP, timeout: 10)
             let orchestrator = MigrationOrchestrator(plan: plan, source: source, destination: destination,
                                                      launcher: makeLauncher(logger: logger), logger: logger)
+            let display = MigrateProgressDisplay(stderr: progress, terminal: isatty(STDERR_FILENO) != 0, machineFD: progressFD)
+            orchestrator.onProgress = { display.show($0) }
             let interrupts = MigrateInterruptWatcher { orchestrator.requestCancel() }
             defer { interrupts.stop() }
             outcome = Result { try orchestrator.run() }
+            display.finish()
         } catch {
             outcome = .failure(error)
         }
@@ -225,6 +288,7 @@ struct MigrateCommand: ParsableCommand {
                     failure["code"] = .string(error.code.rawValue)
                     failure["phase"] = .string(error.phase.description)
                     failure["cleanup-problems"] = .array(error.cleanup.map(QMPValue.string))
+                    if let diagnosis = error.diagnosis { failure["diagnosis"] = diagnosis.json }
                 }
                 print(QMPValue.object(failure).description)
             } else {
