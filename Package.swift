@@ -63,6 +63,7 @@ let package = Package(
                                                           .product(name: "Prometheus", package: "swift-prometheus")]),
         .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS",
                                                           "TestSupport"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "QMP", "TestSupport"]),
         .testTarget(name: "InteropTests", dependencies: [
             "CLibNBD", "NBDClient", "NBDProtocol", "BlockDevices", "Qcow2", "QMP", "TestSupport",
         ]),
