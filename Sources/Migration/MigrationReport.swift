@@ -80,7 +80,10 @@ public struct MigrationReport: Sendable {
                    ms(qemuTotalTimeMilliseconds), ms(qemuSetupTimeMilliseconds)),
             "  RAM transferred   \(mib(ramTransferredBytes)) of \(mib(ramTotalBytes)), \(ramDirtySyncCount.map(String.init) ?? "?") dirty-sync iterations",
             "  downtime          \(ms(qemuDowntimeMilliseconds))",
-            "  dirty rate        \(rate(dirtyBytesPerSecond)) at the end, peak \(rate(peakDirtyBytesPerSecond))",
+            // QEMU measures the dirty rate once per second of pre-copy; a shorter migration has none.
+            dirtyBytesPerSecond == nil && peakDirtyBytesPerSecond == nil
+                ? "  dirty rate        not measured (pre-copy ended within QEMU's first one-second period)"
+                : "  dirty rate        \(rate(dirtyBytesPerSecond)) at the end, peak \(rate(peakDirtyBytesPerSecond))",
             "  vCPU throttle     \(peakThrottlePercent.map { "peak \($0) %" } ?? "none")",
             "  RAM pages         \(count(normalPages)) sent, \(count(zeroPages)) zero"
                 + (skippedPages.map { ", \($0) skipped" } ?? "")
