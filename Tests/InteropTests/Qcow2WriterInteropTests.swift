@@ -149,7 +149,9 @@ struct Qcow2WriterInteropTests {
         let free = try run(["qemu-io", "-f", "qcow2", "-c", "write 0 4k", path])
         #expect(free.succeeded, "\(free)")
         // And the other way round: we refuse an image qemu is writing.
-        let holder = try ServerProcess(["qemu-nbd", "-f", "qcow2", "--socket=\(dir.file("s.sock"))", path],
+        // -t: without it qemu-nbd exits (dropping its lock) once the readiness probe's
+        // connection closes, and the refusals below would race with that exit.
+        let holder = try ServerProcess(["qemu-nbd", "-t", "-f", "qcow2", "--socket=\(dir.file("s.sock"))", path],
                                        listener: .unix(path: dir.file("s.sock")))
         defer { holder.stop() }
         let error = try #require(throws: BlockDeviceError.self) { try Qcow2Image(path: path) }
