@@ -222,8 +222,13 @@ public final class MigrationOrchestrator: @unchecked Sendable {
                 throw MigrationError(.mirrorFailed, "mirror \(job) ended before READY: \(event)", phase: phase)
             }
             pending.remove(job)
-            let disk = plan.disks.first { $0.jobID == job }!
-            let export = exports[plan.disks.firstIndex(of: disk)!]
+            // `pending` holds only this plan's job ids, so the lookup finds the disk; a
+            // mismatch would be a QMP peer naming a job twice, an error rather than a trap.
+            guard let index = plan.disks.firstIndex(where: { $0.jobID == job }), exports.indices.contains(index) else {
+                throw MigrationError(.mirrorFailed, "QEMU reported READY for an unknown mirror job \(job)", phase: phase)
+            }
+            let disk = plan.disks[index]
+            let export = exports[index]
             report.disks.append(MigrationReport.Disk(
                 sourceNode: disk.sourceNode, exportName: disk.exportName, endpoint: export.host.contains(":") ? "[\(export.host)]:\(export.port)" : "\(export.host):\(export.port)",
                 bulkBytes: event.data["len"]?.intValue ?? 0, bulkSeconds: Date().timeIntervalSince(mirrorStart), totalBytes: 0))
