@@ -78,6 +78,8 @@ final class ChildProcessExport: MigrationExport, @unchecked Sendable {
         sigemptyset(&empty)
         pthread_sigmask(SIG_SETMASK, &empty, &saved)
         defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        // The child has its own copy of the log; Foundation never closes the parent's.
+        defer { try? log.close() }
         do {
             try process.run()
         } catch {

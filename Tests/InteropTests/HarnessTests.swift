@@ -16,6 +16,23 @@ struct HarnessTests {
         #expect(throws: RunTimeout.self) { try run(["sleep", "5"], timeout: 0.3) }
     }
 
+    @Test("spawning leaks no file descriptors (Process.run() crashes once /proc/self/fd fills glibc's buffer)")
+    func spawnsLeakNoDescriptors() throws {
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        _ = try run(["true"])
+        let before = openDescriptors()
+        for _ in 0 ..< 100 {
+            #expect(try run(["sh", "-c", "echo out; echo err >&2"], stdin: Data("in".utf8)).succeeded)
+        }
+        for _ in 0 ..< 20 {
+            let server = try ServerProcess(["sleep", "30"], listener: nil)
+            server.stop(grace: 1)
+        }
+        // Other tests run in parallel and open descriptors of their own: allow some slack,
+        // far below the 3 per spawn (360 here) that leaked before.
+        #expect(openDescriptors() - before < 60, "\(before) → \(openDescriptors())")
+    }
+
     @Test("free ports are distinct")
     func freePortsAreDistinct() {
         let ports = (0..<5).map { _ in FreePort.next() }

@@ -234,10 +234,11 @@ struct MigrationCommandInteropTests {
         process.arguments = ["migrate", "--source-qmp", setup.source.commandQMPPath, "--destination-qmp", setup.destination.commandQMPPath,
                              "--disk", "vda-format=\(setup.dst)", "--tls-certificates", setup.pki.trusted, "--json",
                              "--mirror-speed", "1M", "--timeout", "60"]
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        let outputHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        process.standardOutput = outputHandle
         process.standardError = FileHandle.nullDevice
         ProcessLedger.tag(process)
-        try withUnblockedSignals { try process.run() }
+        try spawn(process, closingAfterwards: [outputHandle])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
 
         // Interrupt once the mirror job exists.

@@ -132,10 +132,11 @@ struct Qcow2ServeInteropTests {
             let client = Process()
             client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             client.arguments = ["qemu-io", "-f", "raw"] + commands.flatMap { ["-c", $0.text] } + [Qcow2Serve.uri(sock)]
-            client.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            let outputHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            client.standardOutput = outputHandle
             client.standardError = FileHandle.nullDevice
             ProcessLedger.tag(client)
-            try client.run()
+            try spawn(client, closingAfterwards: [outputHandle])
             usleep(UInt32.random(in: 5_000...120_000, using: &rng))
             server.crash()
             kills += 1

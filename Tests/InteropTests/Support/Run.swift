@@ -32,16 +32,18 @@ func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data
     var env = ProcessLedger.environment()
     env.merge(environment) { _, new in new }
     process.environment = env
-    process.standardOutput = try FileHandle(forWritingTo: outURL)
-    process.standardError = try FileHandle(forWritingTo: errURL)
+    var handles = [try FileHandle(forWritingTo: outURL), try FileHandle(forWritingTo: errURL)]
+    process.standardOutput = handles[0]
+    process.standardError = handles[1]
     if let stdin {
         let inURL = scratch.appendingPathComponent("in")
         try stdin.write(to: inURL)
-        process.standardInput = try FileHandle(forReadingFrom: inURL)
+        handles.append(try FileHandle(forReadingFrom: inURL))
+        process.standardInput = handles[2]
     } else {
         process.standardInput = FileHandle.nullDevice
     }
-    try withUnblockedSignals { try process.run() }
+    try spawn(process, closingAfterwards: handles)
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
@@ -52,6 +54,17 @@ func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data
     let out = String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self)
     let err = String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
     return RunResult(status: process.terminationStatus, stdout: out, stderr: err)
+}
+
+/// Starts `process` with a clean signal mask, then closes the parent's copies of the files it
+/// was given as standard streams: the child has its own, and Foundation never closes them (a
+/// `Process` is not released), so each spawn would otherwise leak them. Thousands of leaked
+/// descriptors made `Process.run()` itself crash: it lists /proc/self/fd and over-reads a
+/// directory entry at the end of glibc's buffer once the listing fills it (a corelibs-foundation
+/// bug in Swift 6.3.1; with a few dozen descriptors the listing never gets near the end).
+func spawn(_ process: Process, closingAfterwards handles: [FileHandle]) throws {
+    defer { for handle in handles { try? handle.close() } }
+    try withUnblockedSignals { try process.run() }
 }
 
 /// A fresh directory removed when the value is released.

@@ -90,7 +90,7 @@ final class ServerProcess: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        try withUnblockedSignals { try process.run() }
+        try spawn(process, closingAfterwards: [log])
         guard let listener else { return }
         let deadline = Date().addingTimeInterval(readyTimeout)
         while Date() < deadline {
