@@ -38,7 +38,7 @@ case "$which" in
     *) sanitizers=("$which") ;;
 esac
 
-suites=(NBDProtocolTests BlockDevicesTests NBDTLSTests Qcow2Tests NBDServerTests NBDClientTests)
+suites=(NBDProtocolTests BlockDevicesTests NBDTLSTests Qcow2Tests NBDServerTests NBDClientTests MigrationTests)
 filter=$(IFS='|'; echo "^(${suites[*]})\\.")
 supp=$root/scripts/sanitizers
 
