@@ -36,6 +36,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
+        // The metrics backend of `serve --metrics`: swift-prometheus plus lock-free latency histograms.
+        .target(name: "PrometheusExposition", dependencies: [
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .target(name: "NBDClient", dependencies: ["NBDProtocol", "NBDTLS", "BlockDevices"]),
         .target(name: "QMP"),
         .target(name: "Migration", dependencies: [
@@ -44,10 +49,10 @@ let package = Package(
         ]),
         .executableTarget(name: "swiftnbd", dependencies: [
             "NBDProtocol", "NBDServer", "NBDClient", "NBDTLS", "BlockDevices", "Qcow2", "Migration", "QMP",
+            "PrometheusExposition",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
 
         // Test-only: libnbd as an in-process reference client.
@@ -59,6 +64,7 @@ let package = Package(
         .testTarget(name: "NBDTLSTests", dependencies: ["NBDTLS", "TestSupport"]),
         .testTarget(name: "Qcow2Tests", dependencies: ["Qcow2", "BlockDevices", "TestSupport"]),
         .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS", "TestSupport",
+                                                          "PrometheusExposition",
                                                           .product(name: "CoreMetrics", package: "swift-metrics"),
                                                           .product(name: "Prometheus", package: "swift-prometheus")]),
         .testTarget(name: "NBDClientTests", dependencies: ["NBDClient", "NBDServer", "NBDProtocol", "BlockDevices", "NBDTLS",

@@ -1,25 +1,23 @@
 import CoreMetrics
 import Logging
 import NBDServer
-import Prometheus
+import PrometheusExposition
 
-/// `swiftnbd serve --metrics`: swift-prometheus as the process's swift-metrics backend, and the
-/// HTTP endpoint that serves its exposition. The only place that knows about Prometheus;
-/// the libraries report through the swift-metrics API alone.
+/// `swiftnbd serve --metrics`: `PrometheusExposition` as the process's swift-metrics backend,
+/// and the HTTP endpoint that serves it. The only place of the CLI that knows about
+/// Prometheus; the libraries report through the swift-metrics API alone.
 final class PrometheusMetricsEndpoint: Sendable {
     let server: MetricsHTTPServer
 
     /// Bootstraps `MetricsSystem` (once per process, before the NBD server creates its metric
     /// handles) and prepares, without binding yet, the endpoint on `address`.
     init(address: ListenAddress, exports: [(name: String, device: Any)], logger: Logger) {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.valueHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
-        MetricsSystem.bootstrap(factory)
-        let qcow2 = Qcow2MetricsCollector(exports: exports, factory: factory)
+        let exposition = PrometheusExposition(histogramBuckets: NBDServerMetrics.histogramBuckets, help: NBDServerMetrics.help)
+        MetricsSystem.bootstrap(exposition.factory)
+        let qcow2 = Qcow2MetricsCollector(exports: exports, factory: exposition.factory)
         server = MetricsHTTPServer(address: address, logger: logger) {
             qcow2.refresh()
-            return PrometheusHelpLines.inserting(into: registry.emitToBuffer(), help: NBDServerMetrics.help)
+            return exposition.render()
         }
     }
 

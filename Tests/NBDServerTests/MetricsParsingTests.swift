@@ -1,4 +1,5 @@
 import Testing
+import PrometheusExposition
 @testable import NBDServer
 
 /// The pure pieces of the metrics endpoint: request heads, listen addresses, help lines.

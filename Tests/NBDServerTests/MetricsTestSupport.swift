@@ -1,25 +1,17 @@
 import CoreMetrics
 import Foundation
-import Prometheus
+import PrometheusExposition
 @testable import NBDServer
 
-/// A fresh Prometheus registry behind a swift-metrics factory, configured as `swiftnbd serve
-/// --metrics` does, so tests read exactly what a scrape would show, without touching the
-/// process-wide `MetricsSystem`.
+/// A fresh metrics backend, configured as `swiftnbd serve --metrics` configures its own, so
+/// tests read exactly what a scrape would show, without touching the process-wide
+/// `MetricsSystem`.
 struct MetricsProbe {
-    let registry = PrometheusCollectorRegistry()
-    let factory: PrometheusMetricsFactory
-
-    init() {
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.valueHistogramBuckets[NBDServerMetrics.requestDuration] = NBDServerMetrics.requestDurationBuckets
-        self.factory = factory
-    }
+    let backend = PrometheusExposition(histogramBuckets: NBDServerMetrics.histogramBuckets, help: NBDServerMetrics.help)
+    var factory: AtomicHistogramFactory { backend.factory }
 
     /// The exposition as a scrape returns it (help lines included).
-    var exposition: String {
-        String(decoding: PrometheusHelpLines.inserting(into: registry.emitToBuffer(), help: NBDServerMetrics.help), as: UTF8.self)
-    }
+    var exposition: String { String(decoding: backend.render(), as: UTF8.self) }
 
     /// The sample `name{labels}` (labels in the order the server creates them), or nil.
     func value(_ name: String, _ labels: KeyValuePairs<String, String> = [:]) -> Double? {

@@ -20,7 +20,7 @@ public enum PrometheusHelpLines {
                 let name = String(decoding: exposition[nameStart..<nameEnd], as: UTF8.self)
                 if let text = help[name] {
                     result += Array("# HELP \(name) ".utf8)
-                    result += escaped(text)
+                    result += Array(PrometheusText.escapedHelp(text).utf8)
                     result.append(UInt8(ascii: "\n"))
                 }
             }
@@ -28,18 +28,5 @@ public enum PrometheusHelpLines {
             lineStart = lineEnd
         }
         return result
-    }
-
-    /// Help text escaping of the text format: backslash and line feed.
-    private static func escaped(_ text: String) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case UInt8(ascii: "\n"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            default: bytes.append(byte)
-            }
-        }
-        return bytes
     }
 }
