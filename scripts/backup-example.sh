@@ -14,16 +14,13 @@ swift build -c release --product swiftnbd >&2
 swiftnbd="$(swift build -c release --show-bin-path)/swiftnbd"
 source scripts/lib/vm-workdir.sh
 make_workdir swiftnbd-backup-example
-show() { printf '+ %s\n' "$*" >&2; "$@"; }
 
 # QEMU's NBD server and swiftnbd (the client) verify each other against one CA.
 show "$swiftnbd" certs create "$work/pki" --hostname localhost --ip 127.0.0.1 >/dev/null
 
 # The disk: random data with the writing guest in sector 0, as qcow2 (QEMU keeps the
 # persistent checkpoint bitmaps in qcow2 images).
-qemu-img create -q -f raw "$work/disk.raw" "$size"
-head -c "$(stat -c %s "$work/disk.raw")" /dev/urandom > "$work/disk.raw"
-dd if=Fixtures/migration/boot-sector.bin of="$work/disk.raw" conv=notrunc status=none
+guest_disk "$work/disk.raw" "$size"
 show qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$work/vm.qcow2"
 rm "$work/disk.raw"
 

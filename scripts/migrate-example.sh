@@ -15,16 +15,13 @@ swift build -c release --product swiftnbd >&2
 swiftnbd="$(swift build -c release --show-bin-path)/swiftnbd"
 source scripts/lib/vm-workdir.sh
 make_workdir swiftnbd-migrate-example
-show() { printf '+ %s\n' "$*" >&2; "$@"; }
 
 # One PKI for both ends: the source QEMU is the NBD and migration client, the destination
 # (and swiftnbd's export) the server; each verifies the other against the same CA.
 show "$swiftnbd" certs create "$work/pki" --hostname localhost --ip 127.0.0.1 >/dev/null
 
 # Source disk: random data with the writing guest in sector 0. Destination: an empty image.
-show qemu-img create -q -f raw "$work/src.raw" "$size"
-head -c "$(stat -c %s "$work/src.raw")" /dev/urandom > "$work/src.raw"
-dd if=Fixtures/migration/boot-sector.bin of="$work/src.raw" conv=notrunc status=none
+guest_disk "$work/src.raw" "$size"
 show qemu-img create -q -f "$format" "$work/dst.$format" "$size"
 
 vm() { # name image format endpoint extra-args...

@@ -1,5 +1,5 @@
-# Sourced by the scripts that run QEMU VMs in a temporary directory (migrate-example.sh,
-# Benchmarks/migration.sh).
+# Sourced by the scripts that run QEMU VMs in a temporary directory (scripts/*-example.sh,
+# Benchmarks/migration*.sh, Benchmarks/backup.sh).
 #   make_workdir PREFIX       sets $work to a new directory; on exit every process started with
 #                             `launch` is stopped and $work removed.
 #   launch LOG COMMAND…       prints COMMAND, starts it in the background with its output in LOG,
@@ -9,6 +9,9 @@
 #                             running (how the example once leaked both VMs).
 #   stop_launched PID…        SIGTERM, up to 10 s to exit, then SIGKILL; returns non-zero and
 #                             names any process that still survives.
+#   show COMMAND…             prints COMMAND, then runs it (the worked examples show what they do).
+#   guest_disk PATH SIZE      a raw image of SIZE random bytes whose sector 0 is the writing
+#                             boot-sector guest (Fixtures/migration/boot-sector.bin).
 #   $accel                    QEMU accelerator arguments: KVM when usable (unless
 #                             SWIFTNBD_MIGRATION_ACCEL=tcg), TCG otherwise.
 
@@ -45,6 +48,15 @@ stop_launched() {
         echo "still running after SIGKILL: ${left[*]}" >&2
         return 1
     fi
+}
+
+show() { printf '+ %s\n' "$*" >&2; "$@"; }
+
+guest_disk() {
+    local path=$1 size=$2
+    show qemu-img create -q -f raw "$path" "$size"
+    head -c "$(stat -c %s "$path")" /dev/urandom > "$path"
+    dd if=Fixtures/migration/boot-sector.bin of="$path" conv=notrunc status=none
 }
 
 cleanup_workdir() {

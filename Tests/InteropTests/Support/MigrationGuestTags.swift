@@ -28,25 +28,13 @@ struct MigrationGuestTags: CustomStringConvertible {
     }
 
     static func scan(_ path: String) throws -> MigrationGuestTags {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(region.lowerBound * 512))
-        let data = try handle.read(upToCount: region.count * 512) ?? Data()
         var tags = MigrationGuestTags()
-        data.withUnsafeBytes { raw in
-            for index in 0..<(raw.count / 512) {
-                let base = index * 512
-                guard raw.loadUnaligned(fromByteOffset: base, as: UInt32.self) == 0x4749_4D42 else { continue }
-                let counter = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4, as: UInt32.self))
-                let lba = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self))
-                let complement = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 16, as: UInt32.self))
-                let expectedLBA = UInt64(region.lowerBound + index)
-                guard lba == expectedLBA, complement == ~counter else { tags.corrupt += 1; continue }
-                tags.tagged += 1
-                if counter > tags.maxCounter {
-                    tags.maxCounter = counter
-                    tags.maxCounterLBA = Int(expectedLBA)
-                }
+        for sector in try GuestSectorTag.scan(path, magic: 0x4749_4D42, lbas: region) {
+            guard sector.valid else { tags.corrupt += 1; continue }
+            tags.tagged += 1
+            if sector.counter > tags.maxCounter {
+                tags.maxCounter = sector.counter
+                tags.maxCounterLBA = sector.lba
             }
         }
         return tags
@@ -58,5 +46,39 @@ struct MigrationGuestTags: CustomStringConvertible {
         defer { try? handle.close() }
         try handle.seek(toOffset: UInt64(lba * 512))
         return try handle.read(upToCount: 512) ?? Data()
+    }
+}
+
+/// A sector tagged by one of the test guests (the boot-sector guest's "BMIG", the Linux
+/// dirtier's "LMIG"): magic, counter at byte 4, the sector's own LBA at 8, ~counter at 16,
+/// all little-endian.
+struct GuestSectorTag {
+    let lba: Int
+    let counter: UInt32
+    /// The recorded LBA is the sector's own and the complement matches the counter.
+    let valid: Bool
+    /// The 64-bit word at byte 32 (the Linux dirtier keeps its memory-error count there).
+    let word32: UInt64
+
+    /// Every sector of `lbas` in the raw image at `path` that starts with `magic`.
+    static func scan(_ path: String, magic: UInt32, lbas: Range<Int>) throws -> [GuestSectorTag] {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(lbas.lowerBound * 512))
+        let data = try handle.read(upToCount: lbas.count * 512) ?? Data()
+        return data.withUnsafeBytes { raw in
+            (0..<(raw.count / 512)).compactMap { index in
+                let base = index * 512
+                func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+                    T(littleEndian: raw.loadUnaligned(fromByteOffset: base + offset, as: T.self))
+                }
+                guard field(0, UInt32.self) == magic else { return nil }
+                let lba = lbas.lowerBound + index
+                let counter = field(4, UInt32.self)
+                return GuestSectorTag(lba: lba, counter: counter,
+                                      valid: field(8, UInt64.self) == UInt64(lba) && field(16, UInt32.self) == ~counter,
+                                      word32: field(32, UInt64.self))
+            }
+        }
     }
 }

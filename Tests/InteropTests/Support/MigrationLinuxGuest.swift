@@ -57,23 +57,11 @@ struct LinuxGuestDiskRecords: CustomStringConvertible {
     var description: String { "\(sequenceByLBA.count) records, highest seq \(maxSequence), \(corrupt) corrupt, memory errors \(maxErrors)" }
 
     static func scan(_ path: String) throws -> LinuxGuestDiskRecords {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(firstLBA * 512))
-        let data = try handle.read(upToCount: slots * 512) ?? Data()
         var records = LinuxGuestDiskRecords()
-        data.withUnsafeBytes { raw in
-            for index in 0..<(raw.count / 512) {
-                let base = index * 512
-                guard raw.loadUnaligned(fromByteOffset: base, as: UInt32.self) == 0x4749_4D4C else { continue }
-                let seq = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4, as: UInt32.self))
-                let lba = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self))
-                let complement = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 16, as: UInt32.self))
-                let errors = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 32, as: UInt64.self))
-                guard lba == UInt64(firstLBA + index), complement == ~seq else { records.corrupt += 1; continue }
-                records.sequenceByLBA[firstLBA + index] = seq
-                records.maxErrors = max(records.maxErrors, errors)
-            }
+        for sector in try GuestSectorTag.scan(path, magic: 0x4749_4D4C, lbas: firstLBA..<(firstLBA + slots)) {
+            guard sector.valid else { records.corrupt += 1; continue }
+            records.sequenceByLBA[sector.lba] = sector.counter
+            records.maxErrors = max(records.maxErrors, sector.word32)
         }
         return records
     }
@@ -108,21 +96,12 @@ final class LinuxMigrationVM: @unchecked Sendable {
                     "-m", String(memoryMiB), "-nodefaults", "-no-user-config", "-display", "none",
                     "-kernel", "\(guest)/vmlinuz", "-initrd", "\(guest)/initramfs.cpio.gz",
                     "-append", "console=ttyS0 quiet lmig.mib=\(workingSetMiB) lmig.rate=\(dirtyRateMiB)",
-                    "-serial", "file:\(consolePath)",
-                    "-qmp", "unix:\(qmpPath),server=on,wait=off",
-                    "-qmp", "unix:\(commandQMPPath),server=on,wait=off",
-                    "-object", "tls-creds-x509,id=tls0,dir=\(tls.dir),endpoint=\(tls.endpoint)" + (tls.endpoint == "server" ? ",verify-peer=on" : ""),
-                    "-blockdev", "driver=file,filename=\(disk),node-name=vda-storage,cache.direct=off",
-                    "-blockdev", "driver=raw,file=vda-storage,node-name=vda-format",
-                    "-device", "virtio-blk-pci,drive=vda-format,id=vda"]
+                    "-serial", "file:\(consolePath)"]
+        args += QEMUTestProcess.monitors(qmpPath, commandQMPPath)
+        args += QEMUTestProcess.tlsObject(dir: tls.dir, endpoint: tls.endpoint)
+        args += QEMUTestProcess.disk(disk, format: "raw", id: "vda")
         if incoming { args += ["-S", "-incoming", "defer"] }
-        process = try withUnblockedSignals { try ServerProcess(args, listener: nil) }
-        do {
-            qmp = try QMPClient(unixPath: qmpPath, timeout: 20)
-        } catch {
-            process.stop(grace: 5)
-            throw MigrationTestFailure("\(name): \(error)\nqemu log:\n\(process.log)")
-        }
+        (process, qmp) = try QEMUTestProcess.start(name: name, args, qmpPath: qmpPath)
     }
 
     var console: LinuxGuestConsole {
@@ -144,11 +123,7 @@ final class LinuxMigrationVM: @unchecked Sendable {
         throw MigrationTestFailure("\(name): no guest progress beyond seq \(sequence) in \(timeout) s; console:\n\(consoleText.suffix(2000))\nqemu log:\n\(process.log)")
     }
 
-    func shutdown() {
-        _ = try? qmp.execute("quit", timeout: 5)
-        qmp.close()
-        if process.waitForExit(timeout: 10) == nil { process.stop(grace: 5) }
-    }
+    func shutdown() { QEMUTestProcess.shutdown(process, qmp) }
 
     deinit {
         if process.isRunning { shutdown() }

@@ -42,39 +42,15 @@ final class MigrationVM: @unchecked Sendable {
         debugconPath = dir.file("\(name)-debugcon.log")
         var args = [qemu.system, "-name", name, "-machine", machine] + MigrationVM.accelerator + [
             "-m", "128", "-nodefaults", "-no-user-config", "-display", "none",
-            "-qmp", "unix:\(qmpPath),server=on,wait=off",
-            "-qmp", "unix:\(commandQMPPath),server=on,wait=off",
-        ]
-        if let tls {
-            args += ["-object", "tls-creds-x509,id=tls0,dir=\(tls.dir),endpoint=\(tls.endpoint)"
-                     + (tls.endpoint == "server" ? ",verify-peer=on" : "")]
-        }
+        ] + QEMUTestProcess.monitors(qmpPath, commandQMPPath)
+        if let tls { args += QEMUTestProcess.tlsObject(dir: tls.dir, endpoint: tls.endpoint) }
         if let disk {
-            args += [
-                "-blockdev", "driver=file,filename=\(disk),node-name=vda-storage,cache.direct=off",
-                "-blockdev", "driver=\(diskFormat),file=vda-storage,node-name=vda-format",
-                "-device", "virtio-blk-pci,drive=vda-format,id=vda,bootindex=1",
-                "-chardev", "file,id=dbg,path=\(debugconPath)",
-                "-device", "isa-debugcon,iobase=0x402,chardev=dbg",
-            ]
+            args += QEMUTestProcess.disk(disk, format: diskFormat, id: "vda", bootindex: 1)
+            args += ["-chardev", "file,id=dbg,path=\(debugconPath)", "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]
         }
-        if let dataDisk {
-            args += [
-                "-blockdev", "driver=file,filename=\(dataDisk.path),node-name=vdb-storage,cache.direct=off",
-                "-blockdev", "driver=\(dataDisk.format),file=vdb-storage,node-name=vdb-format",
-                "-device", "virtio-blk-pci,drive=vdb-format,id=vdb",
-            ]
-        }
+        if let dataDisk { args += QEMUTestProcess.disk(dataDisk.path, format: dataDisk.format, id: "vdb") }
         if incoming { args += ["-S", "-incoming", "defer"] } else if paused { args += ["-S"] }
-        // No readiness probe: QEMU's monitor serves one client at a time, and a probe that
-        // connects and leaves can get in the way of the real connection. The client retries.
-        process = try withUnblockedSignals { try ServerProcess(args, listener: nil) }
-        do {
-            qmp = try QMPClient(unixPath: qmpPath, timeout: 20)
-        } catch {
-            process.stop(grace: 5)
-            throw MigrationTestFailure("\(name): \(error)\nqemu log:\n\(process.log)")
-        }
+        (process, qmp) = try QEMUTestProcess.start(name: name, args, qmpPath: qmpPath)
     }
 
     /// The debugcon output so far (SeaBIOS messages, then one '.' per guest pass).
@@ -98,11 +74,7 @@ final class MigrationVM: @unchecked Sendable {
     }
 
     /// Asks QEMU to quit, then stops the process by PID.
-    func shutdown() {
-        _ = try? qmp.execute("quit", timeout: 5)
-        qmp.close()
-        if process.waitForExit(timeout: 10) == nil { process.stop(grace: 5) }
-    }
+    func shutdown() { QEMUTestProcess.shutdown(process, qmp) }
 
     deinit {
         if process.isRunning { shutdown() }
