@@ -153,7 +153,7 @@ struct SystemdInteropTests {
         let reload = try fixture.reload(service: "swiftnbd.service", mainPID: server.launchedPID)
         #expect(reload.succeeded, "\(reload)")
         #expect(server.waitForLog("TLS credentials reloaded"), "\(server.log)")
-        FileManager.default.createFile(atPath: resume, contents: nil)
+        _ = FileManager.default.createFile(atPath: resume, contents: nil)
         #expect(session.waitForExit(timeout: 30) == 0 && session.log.contains("still served"), "\(session.log)\n\(server.log)")
 
         let newClient = try renewed.clientDirectory()

@@ -22,7 +22,10 @@ struct AtomicHistogramTests {
     func matchesSwiftPrometheus() throws {
         var random = SplitMix64(seed: 0x5eed_1157)
         let registry = PrometheusCollectorRegistry()
-        let reference = registry.makeValueHistogram(name: "h", labels: [("export", "a\"b\\c")], buckets: bounds)
+        // swift-prometheus' histogram as the CLI used to configure it, through its swift-metrics factory.
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets["h"] = bounds
+        let reference = factory.makeRecorder(label: "h", dimensions: [("export", "a\"b\\c")], aggregate: true)
         let ours = AtomicHistogram(name: "h", labels: [("export", "a\"b\\c")], bounds: bounds)
         var values: [Double] = bounds + [0, 2, 1e-7]   // every boundary lands in its own bucket
         for _ in 0..<5000 { values.append(pow(10, Double(random.next() % 700) / 100 - 6)) }

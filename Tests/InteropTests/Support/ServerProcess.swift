@@ -80,7 +80,7 @@ final class ServerProcess: @unchecked Sendable {
          readyTimeout: Double = 60) throws {
         self.arguments = arguments
         logPath = FileManager.default.temporaryDirectory.appendingPathComponent("server-\(UUID().uuidString.prefix(8)).log").path
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
