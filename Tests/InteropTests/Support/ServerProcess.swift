@@ -7,32 +7,48 @@ enum Listener {
 }
 
 /// Free TCP ports on 127.0.0.1, handed out once each within a test run.
+///
+/// A port is free when handed out, but something else binds it only later (a server the test
+/// starts, QEMU's migration listener). Ports are therefore taken from below the kernel's
+/// ephemeral range: a port the kernel gave out for bind(0) could meanwhile be picked as the
+/// source port of one of the many outgoing connections the suites make in parallel, and the
+/// test's listener would then fail with "address in use".
 enum FreePort {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var handedOut = Set<Int>()
+    /// The 8,000 ports below the ephemeral range (20768–28767 with Linux's default 32768–60999).
+    private static let candidates: Range<Int> = {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let ephemeralLow = text.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32768
+        let upper = max(ephemeralLow, 9024)
+        return (upper - 8000)..<upper
+    }()
+    nonisolated(unsafe) private static var cursor = Int.random(in: 0..<8000)
 
     static func next() -> Int {
         lock.lock(); defer { lock.unlock() }
-        for _ in 0..<1000 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = 0
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let ok = withUnsafeMutablePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
-                }
-            }
-            let port = Int(UInt16(bigEndian: addr.sin_port))
-            if ok && port > 0 && !handedOut.contains(port) {
+        for _ in 0..<candidates.count {
+            cursor = (cursor + 1) % candidates.count
+            let port = candidates.lowerBound + cursor
+            if !handedOut.contains(port) && canBind(port) {
                 handedOut.insert(port)
                 return port
             }
         }
-        fatalError("no free port found")
+        fatalError("no free port below the ephemeral range")
+    }
+
+    private static func canBind(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
     }
 }
 
