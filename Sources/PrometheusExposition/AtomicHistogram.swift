@@ -23,6 +23,8 @@ public final class AtomicHistogram: RecorderHandler, Sendable {
     /// The sum in billionths of the unit (nanoseconds for seconds), so it adds atomically as
     /// an integer; 2^64 of them are 584 years of request time.
     private let sumBillionths = Atomic<UInt64>(0)
+    /// `labels` as the text format writes them (`k="v",…`), escaped once rather than per scrape.
+    private let renderedLabels: String
 
     /// - Parameter bounds: finite upper bounds; sorted and de-duplicated here.
     public init(name: String, labels: [(String, String)], bounds: [Double]) {
@@ -30,6 +32,7 @@ public final class AtomicHistogram: RecorderHandler, Sendable {
         self.labels = labels
         self.bounds = Array(Set(bounds.filter { $0.isFinite })).sorted()
         counts = (0...self.bounds.count).map { _ in AtomicCounter() }
+        renderedLabels = labels.map { "\($0.0)=\"\(PrometheusText.escapedLabelValue($0.1))\"" }.joined(separator: ",")
     }
 
     public func record(_ value: Int64) {
@@ -63,13 +66,12 @@ public final class AtomicHistogram: RecorderHandler, Sendable {
     /// family's `# TYPE` line is the caller's, once for all its series).
     public func render(into buffer: inout [UInt8]) {
         let (cumulative, sum) = snapshot()
-        let labelText = labels.map { "\($0.0)=\"\(PrometheusText.escapedLabelValue($0.1))\"" }.joined(separator: ",")
-        let separator = labelText.isEmpty ? "" : ","
+        let separator = renderedLabels.isEmpty ? "" : ","
         for (index, count) in cumulative.enumerated() {
             let bound = index < bounds.count ? bounds[index].description : "+Inf"
-            buffer += Array("\(name)_bucket{\(labelText)\(separator)le=\"\(bound)\"} \(count)\n".utf8)
+            buffer += Array("\(name)_bucket{\(renderedLabels)\(separator)le=\"\(bound)\"} \(count)\n".utf8)
         }
-        let braced = labelText.isEmpty ? "" : "{\(labelText)}"
+        let braced = renderedLabels.isEmpty ? "" : "{\(renderedLabels)}"
         buffer += Array("\(name)_sum\(braced) \(sum)\n".utf8)
         buffer += Array("\(name)_count\(braced) \(cumulative.last ?? 0)\n".utf8)
     }
